@@ -1,0 +1,233 @@
+"""The process-wide guard: installs detectors, owns the dispatcher and the sinks."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Iterator
+from typing import Any, Self
+
+from loophound._config import Config, resolve_config
+from loophound._dispatch import Dispatcher, Sink
+from loophound._events import Event
+from loophound._recorder import Recorder, Stats
+from loophound.detectors.audit import AuditDetector
+from loophound.detectors.patches import PatchDetector
+from loophound.exceptions import ConfigurationError
+from loophound.sinks.callback import CallbackSink
+from loophound.sinks.jsonl import JsonlSink
+from loophound.sinks.logging import LoggingSink
+from loophound.sinks.memory import MemorySink
+from loophound.sinks.warnings import WarningsSink
+
+__all__ = ["Guard", "active_guard", "capture", "guard", "install"]
+
+logger = logging.getLogger("loophound")
+_lock = threading.RLock()
+_active: Guard | None = None
+
+
+class Guard:
+    """An installed (or, with ``enabled=False``, inert) loophound guard.
+
+    Made by ``loophound.install()``; ``uninstall()`` restores everything, delivers
+    what was already detected and makes a new ``install()`` possible.
+    """
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.stats = Stats()
+        self._installed = False
+        self._detectors: list[AuditDetector | PatchDetector] = []
+        self._dispatcher: Dispatcher | None = None
+        self._recorder: Recorder | None = None
+
+    @property
+    def installed(self) -> bool:
+        """True between a successful install and ``uninstall()``."""
+        return self._installed
+
+    def _build_sinks(self) -> list[Sink]:
+        sinks: list[Sink] = []
+        for name in self.config.output_sinks():
+            if name == "warnings":
+                sinks.append(WarningsSink())
+            elif name == "logging":
+                sinks.append(LoggingSink())
+            elif name == "jsonl" and self.config.jsonl is not None:
+                try:
+                    sinks.append(JsonlSink(self.config.jsonl))
+                except OSError as exc:
+                    raise ConfigurationError(
+                        f"loophound: invalid value for jsonl: {self.config.jsonl!r}; "
+                        f"it cannot be opened for append ({exc.strerror})."
+                    ) from None
+        if self.config.on_event is not None:
+            sinks.append(CallbackSink(self.config.on_event))
+        return sinks
+
+    def _install(self) -> None:
+        if not self.config.enabled:
+            return
+        dispatcher = Dispatcher(self._build_sinks(), self.stats, self.config.queue_size)
+        recorder = Recorder(self.config, dispatcher.submit, self.stats)
+        detectors: list[AuditDetector | PatchDetector] = []
+        if "patches" in self.config.detectors:
+            detectors.append(PatchDetector(recorder))
+        if "audit" in self.config.detectors:
+            detectors.append(AuditDetector(recorder))
+        dispatcher.start()
+        done: list[AuditDetector | PatchDetector] = []
+        try:
+            for detector in detectors:
+                detector.install()
+                done.append(detector)
+        except Exception:
+            for detector in reversed(done):
+                detector.uninstall()
+            dispatcher.stop(self.config.flush_timeout)
+            raise
+        self._dispatcher, self._recorder, self._detectors = dispatcher, recorder, done
+        self._installed = True
+
+    def uninstall(self) -> None:
+        """Restore every patch, deliver queued events, close sinks; idempotent.
+
+        Logs the allow rules that never matched, so stale ones do not pile up.
+        """
+        global _active
+        with _lock:
+            if not self._installed:
+                return
+            self._installed = False
+            for detector in reversed(self._detectors):
+                try:
+                    detector.uninstall()
+                except Exception:
+                    logger.exception("loophound: uninstalling %s failed", detector.name)
+            self._detectors = []
+            if self._recorder is not None:
+                unused = self._recorder.allow.unused()
+                if unused:
+                    logger.warning(
+                        "loophound: these allow rules never matched: %s", ", ".join(unused)
+                    )
+                self._unused = unused
+                self._recorder.forget_thread_state()
+            if self._dispatcher is not None:
+                self._dispatcher.stop(self.config.flush_timeout)
+            if _active is self:
+                _active = None
+
+    def unused_allow_rules(self) -> tuple[str, ...]:
+        """Return the configured allow rules that have not matched any call yet."""
+        if self._recorder is not None:
+            return self._recorder.allow.unused()
+        return getattr(self, "_unused", ())
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every event detected so far reached the sinks; False on timeout."""
+        if self._dispatcher is None:
+            return True
+        return self._dispatcher.flush(self.config.flush_timeout if timeout is None else timeout)
+
+    def add_sink(self, sink: Sink) -> None:
+        """Send events to one more sink (used by ``capture()`` and adapters)."""
+        if self._dispatcher is not None:
+            self._dispatcher.add_sink(sink)
+
+    def remove_sink(self, sink: Sink) -> None:
+        """Stop sending events to a sink added with ``add_sink``."""
+        if self._dispatcher is not None:
+            self._dispatcher.remove_sink(sink)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.uninstall()
+
+    def __repr__(self) -> str:
+        state = "installed" if self._installed else "not installed"
+        return f"<loophound.Guard {state} detectors={list(self.config.detectors)}>"
+
+
+def active_guard() -> Guard | None:
+    """Return the installed guard of this process, if any."""
+    return _active
+
+
+def install(**config: Any) -> Guard:
+    """Install the process-wide guard and return it.
+
+    Settings come from the keyword arguments, then ``LOOPHOUND_*`` environment
+    variables; a bad one raises ``ConfigurationError`` before anything is patched.
+    With ``LOOPHOUND_ENABLED=0`` (or ``enabled=False``) nothing is installed and an
+    inert guard is returned.
+    """
+    global _active
+    resolved = resolve_config(config)
+    with _lock:
+        if _active is not None:
+            raise ConfigurationError(
+                "loophound: a guard is already installed in this process; call "
+                "uninstall() on it first (loophound.active_guard()), or use "
+                "loophound.capture() to collect events from the installed one."
+            )
+        new = Guard(resolved)
+        new._install()
+        if new.installed:
+            _active = new
+        return new
+
+
+@contextlib.contextmanager
+def guard(**config: Any) -> Iterator[Guard]:
+    """Install a guard for the ``with`` block and uninstall it at the end."""
+    installed = install(**config)
+    try:
+        yield installed
+    finally:
+        installed.uninstall()
+
+
+class CapturedEvents(list[Event]):
+    """The events a ``capture()`` block collected (a list), and the guard it used."""
+
+    guard: Guard | None = None
+
+
+@contextlib.contextmanager
+def capture(**config: Any) -> Iterator[CapturedEvents]:
+    """Collect events in memory; at exit, wait until every detected event arrived.
+
+    Installs a guard with ``config`` when none is active; otherwise attaches to the
+    active guard (and then takes no settings of its own).
+    """
+    events = CapturedEvents()
+    sink = MemorySink(events)
+    with _lock:
+        current = _active
+        if current is not None and config:
+            raise ConfigurationError(
+                "loophound: capture() got settings "
+                + ", ".join(sorted(config))
+                + " but a guard is already installed with its own; call capture() "
+                "without arguments, or uninstall the active guard first."
+            )
+        owned = current is None
+        if owned:
+            current = install(**config)
+        else:
+            assert current is not None
+            current.flush()
+    events.guard = current
+    current.add_sink(sink)
+    try:
+        yield events
+    finally:
+        current.flush()
+        current.remove_sink(sink)
+        if owned:
+            current.uninstall()

@@ -1,0 +1,1 @@
+"""The detectors: each sees blocking work on a loop thread in its own way."""

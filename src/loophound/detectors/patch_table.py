@@ -1,0 +1,176 @@
+"""The patch table: which primitives are wrapped and when a call may wait.
+
+Each entry is data: where the primitive lives, the operation name events carry, and
+a predicate with the primitive's own signature that answers "can this call wait?".
+A call that cannot wait (``sleep(0)``, ``timeout=0``, a non-blocking socket, an
+uncontended semaphore, a non-empty queue) is never an incident.
+"""
+
+from __future__ import annotations
+
+import asyncio.base_events
+import os
+import selectors
+import sys
+from collections.abc import Callable
+from types import FrameType
+from typing import Any, NamedTuple
+
+__all__ = ["PATCHES", "PatchSpec"]
+
+
+class PatchSpec(NamedTuple):
+    """One patched primitive: ``owner`` (dotted path) . ``attribute``."""
+
+    owner: str
+    attribute: str
+    operation: str
+    may_wait: Callable[..., bool]
+
+
+def _waits(timeout: float | None) -> bool:
+    return timeout is None or timeout > 0
+
+
+def _sleep(secs: float, /) -> bool:
+    return secs > 0
+
+
+def _socket(sock: Any, /, *_args: Any, **_kwargs: Any) -> bool:
+    return bool(sock.gettimeout() != 0.0)
+
+
+_RUN_ONCE = asyncio.base_events.BaseEventLoop._run_once.__code__  # type: ignore[attr-defined]
+_SELECTOR_CODES = frozenset(
+    cls.select.__code__
+    for cls in vars(selectors).values()
+    if isinstance(cls, type) and issubclass(cls, selectors.BaseSelector) and "select" in vars(cls)
+)
+
+
+def _called_by_loop_selector() -> bool:
+    """True when the caller is a selector that asyncio's loop iteration is polling.
+
+    Checked by code identity two frames up, so the loop's own ``epoll.poll`` costs a
+    few attribute reads, not a stack walk.
+    """
+    frame: FrameType | None
+    try:
+        frame = sys._getframe(3)  # predicate ← wrapper ← selector.select ← ...
+    except ValueError:
+        return False
+    for _ in range(3):
+        if frame is None:
+            return False
+        if frame.f_code in _SELECTOR_CODES:
+            back = frame.f_back
+            return back is not None and back.f_code is _RUN_ONCE
+        frame = frame.f_back
+    return False
+
+
+def _select(_r: Any, _w: Any, _x: Any, timeout: float | None = None, /) -> bool:
+    return _waits(timeout) and not _called_by_loop_selector()
+
+
+def _poller(_self: Any, timeout: float | None = None, *_args: Any, **kwargs: Any) -> bool:
+    timeout = kwargs.get("timeout", timeout)
+    return (timeout is None or timeout != 0) and not _called_by_loop_selector()
+
+
+def _event_wait(event: Any, timeout: float | None = None) -> bool:
+    return not event._flag and _waits(timeout)
+
+
+def _condition_wait(_cond: Any, timeout: float | None = None) -> bool:
+    return _waits(timeout)
+
+
+def _semaphore_acquire(sem: Any, blocking: bool = True, timeout: float | None = None) -> bool:
+    return blocking and _waits(timeout) and sem._value <= 0
+
+
+def _thread_join(thread: Any, timeout: float | None = None) -> bool:
+    return _waits(timeout) and bool(thread.is_alive())
+
+
+def _queue_get(q: Any, block: bool = True, timeout: float | None = None) -> bool:
+    return block and _waits(timeout) and not q._qsize()
+
+
+def _queue_put(q: Any, _item: Any, block: bool = True, timeout: float | None = None) -> bool:
+    return block and _waits(timeout) and 0 < q.maxsize <= q._qsize()
+
+
+_PENDING_STATES = frozenset({"PENDING", "RUNNING"})
+
+
+def _future_result(future: Any, timeout: float | None = None) -> bool:
+    return future._state in _PENDING_STATES and _waits(timeout)
+
+
+def _popen_wait(popen: Any, timeout: float | None = None) -> bool:
+    return popen.returncode is None and _waits(timeout)
+
+
+def _popen_communicate(_popen: Any, _input: Any = None, timeout: float | None = None) -> bool:
+    return _waits(timeout)
+
+
+_STD_STREAMS = frozenset({1, 2})
+_get_blocking = os.get_blocking
+
+
+def _fd_blocks(fd: int, _arg: Any, /) -> bool:
+    if fd in _STD_STREAMS:
+        return False
+    try:
+        return _get_blocking(fd)
+    except (OSError, TypeError):
+        return False  # a bad fd: let the original raise its own error
+
+
+def _always(*_args: Any, **_kwargs: Any) -> bool:
+    return True
+
+
+_SOCKET_METHODS = (
+    "accept",
+    "connect",
+    "recv",
+    "recv_into",
+    "recvfrom",
+    "recvfrom_into",
+    "recvmsg",
+    "send",
+    "sendall",
+    "sendto",
+    "sendmsg",
+)
+_SSL_METHODS = ("recv", "recv_into", "read", "write", "send", "sendall", "do_handshake", "connect")
+
+PATCHES: tuple[PatchSpec, ...] = (
+    PatchSpec("time", "sleep", "time.sleep", _sleep),
+    *(PatchSpec("socket.socket", m, f"socket.{m}", _socket) for m in _SOCKET_METHODS),
+    *(PatchSpec("ssl.SSLSocket", m, f"ssl.{m}", _socket) for m in _SSL_METHODS),
+    PatchSpec("select", "select", "select.select", _select),
+    PatchSpec("threading.Event", "wait", "threading.Event.wait", _event_wait),
+    PatchSpec("threading.Condition", "wait", "threading.Condition.wait", _condition_wait),
+    PatchSpec("threading.Semaphore", "acquire", "threading.Semaphore.acquire", _semaphore_acquire),
+    PatchSpec("threading.Thread", "join", "threading.Thread.join", _thread_join),
+    PatchSpec("queue.Queue", "get", "queue.Queue.get", _queue_get),
+    PatchSpec("queue.Queue", "put", "queue.Queue.put", _queue_put),
+    PatchSpec("concurrent.futures.Future", "result", "Future.result", _future_result),
+    PatchSpec("concurrent.futures.Future", "exception", "Future.exception", _future_result),
+    PatchSpec("subprocess.Popen", "wait", "subprocess.Popen.wait", _popen_wait),
+    PatchSpec(
+        "subprocess.Popen", "communicate", "subprocess.Popen.communicate", _popen_communicate
+    ),
+    PatchSpec("os", "read", "os.read", _fd_blocks),
+    PatchSpec("os", "write", "os.write", _fd_blocks),
+    PatchSpec("builtins", "input", "input", _always),
+)
+
+#: Poller objects made by these factories get a watched ``poll`` method.
+POLLER_FACTORIES: tuple[tuple[str, str], ...] = (("select", "poll"), ("select", "epoll"))
+POLL_PREDICATE = _poller

@@ -1,0 +1,200 @@
+"""The patch detector: wraps the primitives of the patch table while installed.
+
+A wrapper costs one C call (``asyncio._get_running_loop``) when it runs off a loop
+thread, plus the table's predicate on a loop thread; only a call that may wait takes
+the slow path (stack walk, timing, report). Activation is all or nothing: if one
+patch fails, the ones already applied are rolled back.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import logging
+import sys
+import threading
+import time
+from asyncio.events import _get_running_loop
+from collections.abc import Callable
+from typing import Any, Self
+
+from loophound._recorder import Recorder
+from loophound.detectors.patch_table import PATCHES, POLL_PREDICATE, POLLER_FACTORIES, PatchSpec
+from loophound.exceptions import BlockingCallError
+
+__all__ = ["PatchDetector"]
+
+logger = logging.getLogger("loophound")
+_get_ident = threading.get_ident
+_perf_ns = time.perf_counter_ns
+_MISSING = object()
+
+#: The recorder every wrapper reports to; ``None`` makes wrappers pass straight through
+#: (objects made while installed, such as pollers, outlive an uninstall).
+_recorder: Recorder | None = None
+_failed = False
+
+
+def _disable() -> None:
+    global _recorder, _failed
+    _recorder = None
+    if not _failed:
+        _failed = True
+        logger.exception("loophound: the patch detector failed and is disabled")  # noqa: LOG004
+
+
+def _blocking_call(
+    recorder: Recorder,
+    operation: str,
+    original: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    tid = _get_ident()
+    busy = recorder.busy
+    if tid in busy:  # inside another primitive loophound is already timing
+        return original(*args, **kwargs)
+    busy.add(tid)
+    try:
+        try:
+            raw = recorder.begin(operation, "patches", None, sys._getframe(2))
+        except BlockingCallError:
+            raise
+        except Exception:
+            _disable()
+            raw = None
+        start = _perf_ns()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            if raw is not None:
+                raw.duration = (_perf_ns() - start) / 1e9
+                recorder.submit(raw)
+    finally:
+        busy.discard(tid)
+
+
+def _wrap(
+    operation: str, original: Callable[..., Any], may_wait: Callable[..., bool]
+) -> Callable[..., Any]:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if _get_running_loop() is None:
+            return original(*args, **kwargs)
+        recorder = _recorder
+        if recorder is None:
+            return original(*args, **kwargs)
+        try:
+            waits = may_wait(*args, **kwargs)
+        except Exception:
+            waits = False  # bad arguments: the original raises its own error
+        if not waits:
+            return original(*args, **kwargs)
+        return _blocking_call(recorder, operation, original, args, kwargs)
+
+    try:
+        functools.update_wrapper(wrapper, original)
+    except (AttributeError, TypeError):  # pragma: no cover - C callables lacking attributes
+        pass
+    wrapper.__loophound_original__ = original  # type: ignore[attr-defined]
+    return wrapper
+
+
+class _WatchedPoller:
+    """Stands in for a ``select.poll``/``select.epoll`` object; ``poll`` is watched."""
+
+    __slots__ = ("__weakref__", "_poller", "poll")
+
+    def __init__(self, poller: Any, operation: str) -> None:
+        self._poller = poller
+        self.poll = _wrap(operation, poller.poll, _bound_poll_predicate)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._poller, name)
+
+    def __enter__(self) -> Self:
+        self._poller.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._poller.__exit__(*exc)
+
+
+def _bound_poll_predicate(*args: Any, **kwargs: Any) -> bool:
+    return POLL_PREDICATE(None, *args, **kwargs)
+
+
+def _poller_factory(operation: str, factory: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(factory)
+    def make(*args: Any, **kwargs: Any) -> Any:
+        poller = factory(*args, **kwargs)
+        if _recorder is None:
+            return poller
+        return _WatchedPoller(poller, operation)
+
+    return make
+
+
+def _resolve(dotted: str) -> Any:
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            obj: Any = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        for name in parts[cut:]:
+            obj = getattr(obj, name)
+        return obj
+    raise ImportError(dotted)
+
+
+class PatchDetector:
+    """Applies and restores the patch table."""
+
+    name = "patches"
+
+    def __init__(self, recorder: Recorder, table: tuple[PatchSpec, ...] = PATCHES) -> None:
+        self._recorder = recorder
+        self._table = table
+        #: (owner, attribute, value in owner's own __dict__ or _MISSING)
+        self._applied: list[tuple[Any, str, object]] = []
+
+    def install(self) -> None:
+        """Apply every patch, or none: a failure rolls back and re-raises."""
+        global _recorder, _failed
+        try:
+            for spec in self._table:
+                owner = _resolve(spec.owner)
+                original = getattr(owner, spec.attribute)
+                self._set(owner, spec.attribute, _wrap(spec.operation, original, spec.may_wait))
+            for module_name, attribute in POLLER_FACTORIES:
+                owner = _resolve(module_name)
+                factory = getattr(owner, attribute, None)
+                if factory is not None:
+                    operation = f"{module_name}.{attribute}"
+                    self._set(owner, attribute, _poller_factory(operation, factory))
+        except Exception:
+            self.uninstall()
+            raise
+        _failed = False
+        _recorder = self._recorder
+
+    def _set(self, owner: Any, attribute: str, value: object) -> None:
+        own = (
+            vars(owner).get(attribute, _MISSING)
+            if isinstance(owner, type)
+            else getattr(owner, attribute, _MISSING)
+        )
+        setattr(owner, attribute, value)
+        self._applied.append((owner, attribute, own))
+
+    def uninstall(self) -> None:
+        """Restore every original, newest first."""
+        global _recorder
+        if _recorder is self._recorder:
+            _recorder = None
+        while self._applied:
+            owner, attribute, own = self._applied.pop()
+            if own is _MISSING:
+                delattr(owner, attribute)
+            else:
+                setattr(owner, attribute, own)

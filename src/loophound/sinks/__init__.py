@@ -1,0 +1,1 @@
+"""Where events go: warnings, logging, a JSON-lines file, a callback, memory."""

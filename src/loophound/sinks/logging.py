@@ -1,0 +1,38 @@
+"""One record per incident on the ``loophound`` logger, with the stack."""
+
+from __future__ import annotations
+
+import logging
+
+from loophound._events import Event
+
+__all__ = ["LoggingSink"]
+
+
+class LoggingSink:
+    """Logs each incident at WARNING; repeats of a fingerprint at DEBUG.
+
+    The record carries the event as ``record.loophound_event`` for structured handlers.
+    """
+
+    name = "logging"
+
+    def __init__(self, logger: logging.Logger | None = None) -> None:
+        self._logger = logger or logging.getLogger("loophound")
+        self._seen: set[str] = set()
+
+    def deliver(self, event: Event) -> None:
+        """Log the event's text; quiet events (module loads) are skipped."""
+        if event.quiet:
+            return
+        first = event.fingerprint not in self._seen
+        if first:
+            if len(self._seen) < 100_000:
+                self._seen.add(event.fingerprint)
+            level = logging.WARNING
+        else:
+            level = logging.DEBUG
+        self._logger.log(level, "%s", event.format(), extra={"loophound_event": event})
+
+    def close(self) -> None:
+        """Nothing to release."""
