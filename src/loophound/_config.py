@@ -83,8 +83,10 @@ def _as_bool(key: str, source: str, value: object) -> bool:
 def _as_number(
     key: str, source: str, value: object, low: float, high: float, *, integer: bool = False
 ) -> float:
-    kind = "an integer" if integer else "a number"
-    expected = f"{kind} from {low:g} to {high:g}"
+    if integer:  # no exponent: "from 1 to 10000000", not "to 1e+07"
+        expected = f"an integer from {int(low)} to {int(high)}"
+    else:
+        expected = f"a number from {low:g} to {high:g}"
     if isinstance(value, bool):
         raise _fail(key, source, value, expected)
     number: float

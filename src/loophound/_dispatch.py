@@ -49,8 +49,11 @@ _STOP = object()
 class Dispatcher:
     """Owns the queue, the thread and the sinks of one guard."""
 
-    def __init__(self, sinks: list[Sink], stats: Stats, queue_size: int) -> None:
+    def __init__(
+        self, sinks: list[Sink], stats: Stats, queue_size: int, max_frames: int = 1000
+    ) -> None:
         self._sinks: tuple[Sink, ...] = tuple(sinks)
+        self._max_frames = max_frames
         self._stats = stats
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._limit = queue_size
@@ -142,9 +145,16 @@ class Dispatcher:
 
     def build(self, raw: RawIncident) -> Event:
         """Turn a raw incident into an Event (names, fingerprint, task name)."""
-        frames = tuple(self._frame(code, line) for code, line in reversed(raw.codes))
-        culprit = frames[len(frames) - 1 - raw.culprit] if raw.culprit >= 0 else None
-        key_code = raw.codes[raw.culprit][0] if raw.culprit >= 0 else None
+        codes, index = raw.codes, raw.culprit
+        if len(codes) > self._max_frames:
+            # The walk to the culprit is not bounded by max_frames: keep the culprit
+            # and the frames it called, dropping the innermost ones.
+            start = max(0, index - self._max_frames + 1)
+            codes = codes[start : start + self._max_frames]
+            index = index - start if index >= 0 else -1
+        frames = tuple(self._frame(code, line) for code, line in reversed(codes))
+        culprit = frames[len(frames) - 1 - index] if index >= 0 else None
+        key_code = codes[index][0] if index >= 0 else None
         key = (raw.operation, key_code, culprit.lineno if culprit else 0)
         fingerprint = self._fingerprints.get(key)
         if fingerprint is None:

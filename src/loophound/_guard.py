@@ -70,7 +70,9 @@ class Guard:
     def _install(self) -> None:
         if not self.config.enabled:
             return
-        dispatcher = Dispatcher(self._build_sinks(), self.stats, self.config.queue_size)
+        dispatcher = Dispatcher(
+            self._build_sinks(), self.stats, self.config.queue_size, self.config.max_frames
+        )
         recorder = Recorder(self.config, dispatcher.submit, self.stats)
         detectors: list[AuditDetector | PatchDetector] = []
         if "patches" in self.config.detectors:
