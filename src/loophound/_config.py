@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 __all__ = ["DETECTORS", "SINKS", "Config", "resolve_config"]
 
 ENV_PREFIX = "LOOPHOUND_"
-DETECTORS = ("audit", "patches")
+DETECTORS = ("audit", "patches", "watchdog", "callbacks")
 SINKS = ("warnings", "logging", "jsonl")
 MODES = ("report", "raise")
 IMPORT_MODES = ("quiet", "incident", "ignore")

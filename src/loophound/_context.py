@@ -91,3 +91,17 @@ class allow_blocking:  # noqa: N801 - used like contextlib's lower-case helpers
                 return func(*args, **kwargs)
 
         return wrapper
+
+
+def allowed_reason_in(context: object) -> tuple[str, ...] | None:
+    """Return the allow scopes open in a task's ``contextvars.Context``, if any."""
+    if isinstance(context, contextvars.Context):
+        return context.get(_allow_var)
+    return None
+
+
+def request_in(context: object) -> Mapping[str, str] | None:
+    """Return the request recorded in a task's ``contextvars.Context``, if any."""
+    if isinstance(context, contextvars.Context):
+        return context.get(request_var)
+    return None

@@ -11,13 +11,16 @@ import logging
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable
 from types import CodeType
 from typing import Protocol
 
 from loophound._events import Event, Frame, fingerprint_of
 from loophound._frames import relative_to_import_root
+from loophound._merge import Merger
 from loophound._recorder import RawIncident, Stats
+from loophound._stall_events import StallEvents
 
 __all__ = ["Dispatcher", "Sink"]
 
@@ -47,10 +50,18 @@ _STOP = object()
 
 
 class Dispatcher:
-    """Owns the queue, the thread and the sinks of one guard."""
+    """Owns the queue, the thread, the merger and the sinks of one guard."""
 
     def __init__(
-        self, sinks: list[Sink], stats: Stats, queue_size: int, max_frames: int = 1000
+        self,
+        sinks: list[Sink],
+        stats: Stats,
+        queue_size: int,
+        max_frames: int = 1000,
+        *,
+        hold: float = 0.0,
+        wait_for_stalls: bool = False,
+        stalled_threads: Callable[[], frozenset[int]] | None = None,
     ) -> None:
         self._sinks: tuple[Sink, ...] = tuple(sinks)
         self._max_frames = max_frames
@@ -61,20 +72,28 @@ class Dispatcher:
         self._fingerprints: dict[tuple[str, CodeType | None, int], str] = {}
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
-        self.on_event_hooks: tuple[Callable[[Event], None], ...] = ()
+        self._stall_events = StallEvents(self._frame, self._fingerprint, self._pid)
+        self._merger = Merger(
+            self.build,
+            self._stall_events.stall,
+            self._stall_events.step,
+            hold_ns=int(hold * 1e9),
+            wait_for_stalls=wait_for_stalls,
+            stalled_threads=stalled_threads or frozenset,
+        )
 
     def start(self) -> None:
         """Start the daemon thread (it never keeps the process alive)."""
         self._thread = threading.Thread(target=self._run, name="loophound-dispatcher", daemon=True)
         self._thread.start()
 
-    def submit(self, raw: RawIncident) -> None:
-        """Queue a raw incident from the loop thread; drop and count when full."""
+    def submit(self, record: object) -> None:
+        """Queue a record from any detector; drop and count when the queue is full."""
         q = self._queue
         if q.qsize() >= self._limit:
             self._stats.dropped += 1
             return
-        q.put(raw)
+        q.put(record)
 
     def add_sink(self, sink: Sink) -> None:
         """Add a sink (copy on write: the dispatcher thread reads a tuple)."""
@@ -108,18 +127,33 @@ class Dispatcher:
 
     def _run(self) -> None:
         get = self._queue.get
+        merger = self._merger
         while True:
-            item = get()
-            if item is _STOP:
-                return
-            if isinstance(item, _Flush):
-                item.done.set()
-                continue
+            deadline = merger.next_deadline()
+            item: object = None
+            if deadline is None:
+                item = get()
+            else:
+                try:
+                    item = get(timeout=max(0.0, (deadline - time.perf_counter_ns()) / 1e9))
+                except queue.Empty:
+                    item = None
             try:
-                event = self.build(item)  # type: ignore[arg-type]
+                if item is _STOP:
+                    self._deliver_all(merger.drain())
+                    return
+                if isinstance(item, _Flush):
+                    self._deliver_all(merger.drain())
+                    item.done.set()
+                    continue
+                if item is not None:
+                    self._deliver_all(merger.add(item))
+                self._deliver_all(merger.due())
             except Exception:
                 logger.exception("loophound: building an event failed; it was dropped")
-                continue
+
+    def _deliver_all(self, events: list[Event]) -> None:
+        for event in events:
             self._deliver(event)
 
     def _deliver(self, event: Event) -> None:
@@ -143,6 +177,16 @@ class Dispatcher:
                 self._frames[key] = frame
         return frame
 
+    def _fingerprint(self, operation: str, code: CodeType | None, culprit: Frame | None) -> str:
+        key = (operation, code, culprit.lineno if culprit else 0)
+        fingerprint = self._fingerprints.get(key)
+        if fingerprint is None:
+            rel = relative_to_import_root(culprit.filename) if culprit else ""
+            fingerprint = fingerprint_of(operation, culprit, rel)
+            if len(self._fingerprints) < 100_000:
+                self._fingerprints[key] = fingerprint
+        return fingerprint
+
     def build(self, raw: RawIncident) -> Event:
         """Turn a raw incident into an Event (names, fingerprint, task name)."""
         codes, index = raw.codes, raw.culprit
@@ -155,13 +199,7 @@ class Dispatcher:
         frames = tuple(self._frame(code, line) for code, line in reversed(codes))
         culprit = frames[len(frames) - 1 - index] if index >= 0 else None
         key_code = codes[index][0] if index >= 0 else None
-        key = (raw.operation, key_code, culprit.lineno if culprit else 0)
-        fingerprint = self._fingerprints.get(key)
-        if fingerprint is None:
-            rel = relative_to_import_root(culprit.filename) if culprit else ""
-            fingerprint = fingerprint_of(raw.operation, culprit, rel)
-            if len(self._fingerprints) < 100_000:
-                self._fingerprints[key] = fingerprint
+        fingerprint = self._fingerprint(raw.operation, key_code, culprit)
         task_name = None
         if raw.task is not None:
             try:

@@ -57,6 +57,13 @@ class Event:
     #: delivered; they are still counted.
     suppressed: int = 0
     pid: int = 0
+    #: The primitives of one user call, in order, when there were several
+    #: (``subprocess.run`` -> ``subprocess.Popen``, ``subprocess.Popen.communicate``).
+    primitives: tuple[str, ...] = ()
+    #: Folded stacks sampled during a stall (``outer;...;inner`` -> samples).
+    samples: Mapping[str, int] | None = None
+    #: CPU seconds the loop thread used during the stall (None where unknown).
+    loop_cpu: float | None = None
     #: The culprit module's globals: the registry and source loader that
     #: ``warnings.warn_explicit`` wants. Not compared, not printed, not serialized.
     module_globals: Mapping[str, Any] | None = field(default=None, repr=False, compare=False)

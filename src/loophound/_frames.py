@@ -57,6 +57,10 @@ _MACHINERY_DIRS = (
 )
 #: ``Thread.start`` waits a few microseconds for the new thread: never an incident.
 _MACHINERY_CODES = frozenset({threading.Thread.start.__code__})
+#: Where the loop runs a callback or steps a task. The frames beyond it started the
+#: loop (``asyncio.run``'s caller): never the culprit, and never an anchor, or every
+#: blocking call of every library task would merge into one incident at that line.
+_LOOP_DISPATCH = asyncio.events.Handle._run.__code__
 
 
 class FrameKinds:
@@ -176,6 +180,8 @@ def walk_to_culprit(kinds: FrameKinds, frame: FrameType | None, limit: int) -> W
         if kind == MACHINERY:
             if in_stdlib_chain:
                 walk.machinery = True
+            if code is _LOOP_DISPATCH:
+                break
         elif kind == LIBRARY:
             in_stdlib_chain = False
             if fallback < 0:
@@ -189,6 +195,7 @@ def walk_to_culprit(kinds: FrameKinds, frame: FrameType | None, limit: int) -> W
     if walk.culprit < 0:
         if fallback >= 0:
             walk.culprit, walk.culprit_frame = fallback, fallback_frame
+            del codes[fallback + 1 :]  # extend() records the frames beyond the culprit
         elif codes:
             walk.culprit = 0
     if last_find_and_load is not None:

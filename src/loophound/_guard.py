@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any, Self
@@ -13,7 +15,9 @@ from loophound._dispatch import Dispatcher, Sink
 from loophound._events import Event
 from loophound._recorder import Recorder, Stats
 from loophound.detectors.audit import AuditDetector
+from loophound.detectors.callbacks import CallbacksDetector, StepTracker
 from loophound.detectors.patches import PatchDetector
+from loophound.detectors.watchdog import LoopDelays, Watchdog
 from loophound.exceptions import ConfigurationError
 from loophound.sinks.callback import CallbackSink
 from loophound.sinks.jsonl import JsonlSink
@@ -25,6 +29,7 @@ __all__ = ["Guard", "active_guard", "capture", "guard", "install"]
 
 logger = logging.getLogger("loophound")
 _lock = threading.RLock()
+_Detector = AuditDetector | PatchDetector | CallbacksDetector | Watchdog
 _active: Guard | None = None
 
 
@@ -39,9 +44,12 @@ class Guard:
         self.config = config
         self.stats = Stats()
         self._installed = False
-        self._detectors: list[AuditDetector | PatchDetector] = []
+        self._detectors: list[_Detector] = []
         self._dispatcher: Dispatcher | None = None
         self._recorder: Recorder | None = None
+        self._watchdog: Watchdog | None = None
+        #: Lateness of every heartbeat of every watched loop (the loop-delay histogram).
+        self.loop_delays = LoopDelays()
 
     @property
     def installed(self) -> bool:
@@ -70,28 +78,112 @@ class Guard:
     def _install(self) -> None:
         if not self.config.enabled:
             return
+        config = self.config
+        wanted = config.detectors
+        watching = "watchdog" in wanted
+        timing = "callbacks" in wanted
+        watchdog: Watchdog | None = None
+        hold = 0.0
+        if watching:
+            # Calls wait this long for the stall they may be part of (two beats and
+            # a sample), so that one stall is one incident.
+            hold = 2 * Watchdog.interval_for(config.threshold) + 0.02
         dispatcher = Dispatcher(
-            self._build_sinks(), self.stats, self.config.queue_size, self.config.max_frames
+            self._build_sinks(),
+            self.stats,
+            config.queue_size,
+            config.max_frames,
+            hold=hold,
+            wait_for_stalls=watching,
+            stalled_threads=lambda: watchdog.stalled_threads() if watchdog else frozenset(),
         )
-        recorder = Recorder(self.config, dispatcher.submit, self.stats)
-        detectors: list[AuditDetector | PatchDetector] = []
-        if "patches" in self.config.detectors:
+        recorder = Recorder(config, dispatcher.submit, self.stats)
+        tracker = StepTracker() if timing else None
+        recorder.tracker = tracker
+        detectors: list[_Detector] = []
+        if "patches" in wanted:
             detectors.append(PatchDetector(recorder))
-        if "audit" in self.config.detectors:
-            detectors.append(AuditDetector(recorder))
+        if timing and tracker is not None:
+            detectors.append(CallbacksDetector(config.threshold, tracker, dispatcher.submit))
+        if watching:
+            watchdog = Watchdog(
+                config.threshold,
+                dispatcher.submit,
+                recorder.kinds,
+                config.max_frames,
+                self.loop_delays,
+                context_of=tracker.context_of if tracker is not None else None,
+            )
+            recorder.on_loop_change = self._loop_changed
+            detectors.append(watchdog)
+        if "audit" in wanted or watching:
+            # The audit hook also discovers loops for the watchdog.
+            detectors.append(AuditDetector(recorder, report_calls="audit" in wanted))
         dispatcher.start()
-        done: list[AuditDetector | PatchDetector] = []
+        done: list[_Detector] = []
         try:
             for detector in detectors:
-                detector.install()
+                if isinstance(detector, Watchdog):
+                    detector.start()
+                else:
+                    detector.install()
                 done.append(detector)
         except Exception:
-            for detector in reversed(done):
-                detector.uninstall()
-            dispatcher.stop(self.config.flush_timeout)
+            self._stop_detectors(done)
+            dispatcher.stop(config.flush_timeout)
             raise
         self._dispatcher, self._recorder, self._detectors = dispatcher, recorder, done
+        self._watchdog = watchdog
         self._installed = True
+        self.watch_loop()
+
+    def _loop_changed(self) -> None:
+        """Called on a thread whose loop starts or stops running (audit hook)."""
+        watchdog = self._watchdog
+        if watchdog is None:
+            return
+        finalizer = sys.get_asyncgen_hooks().finalizer
+        loop = getattr(finalizer, "__self__", None)
+        thread = threading.current_thread()
+        if isinstance(loop, asyncio.AbstractEventLoop) and not loop.is_closed():
+            watchdog.watch(loop, thread.ident or 0, thread.name)
+        else:
+            watchdog.forget(thread.ident or 0)
+
+    def watch_loop(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Watch ``loop`` (default: the loop running in this thread) for stalls.
+
+        Loops that start after install are found by themselves; call this for a loop
+        that was already running in another thread when the guard was installed.
+        """
+        watchdog = self._watchdog
+        if watchdog is None:
+            return
+        if loop is None:
+            loop = asyncio.events._get_running_loop()
+            if loop is None:
+                return
+            thread = threading.current_thread()
+            watchdog.watch(loop, thread.ident or 0, thread.name)
+            return
+        thread_id = getattr(loop, "_thread_id", None)
+        if isinstance(thread_id, int):
+            names = {t.ident: t.name for t in threading.enumerate()}
+            watchdog.watch(loop, thread_id, names.get(thread_id, str(thread_id)))
+
+    def watched_loops(self) -> list[asyncio.AbstractEventLoop]:
+        """Return the loops the watchdog watches now."""
+        return [] if self._watchdog is None else self._watchdog.watched()
+
+    def _stop_detectors(self, detectors: list[_Detector]) -> None:
+        for detector in reversed(detectors):
+            try:
+                if isinstance(detector, Watchdog):
+                    detector.stop(self.config.flush_timeout)
+                else:
+                    detector.uninstall()
+            except Exception:
+                logger.exception("loophound: uninstalling %s failed", detector.name)
 
     def uninstall(self) -> None:
         """Restore every patch, deliver queued events, close sinks; idempotent.
@@ -103,12 +195,11 @@ class Guard:
             if not self._installed:
                 return
             self._installed = False
-            for detector in reversed(self._detectors):
-                try:
-                    detector.uninstall()
-                except Exception:
-                    logger.exception("loophound: uninstalling %s failed", detector.name)
+            if self._watchdog is not None:
+                self._watchdog.flush()
+            self._stop_detectors(self._detectors)
             self._detectors = []
+            self._watchdog = None
             if self._recorder is not None:
                 unused = self._recorder.allow.unused()
                 if unused:
@@ -132,6 +223,8 @@ class Guard:
         """Wait until every event detected so far reached the sinks; False on timeout."""
         if self._dispatcher is None:
             return True
+        if self._watchdog is not None:
+            self._watchdog.flush()
         return self._dispatcher.flush(self.config.flush_timeout if timeout is None else timeout)
 
     def add_sink(self, sink: Sink) -> None:

@@ -9,6 +9,7 @@ or does I/O.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import sys
 import threading
@@ -22,6 +23,7 @@ from loophound._allow import AllowRules
 from loophound._config import Config
 from loophound._context import allowed_reason, current_request
 from loophound._frames import FrameKinds, extend, walk_to_culprit
+from loophound.detectors.callbacks import StepTracker
 from loophound.exceptions import BlockingCallError, BlockingCallWarning
 
 __all__ = ["RawIncident", "Recorder"]
@@ -40,17 +42,21 @@ class RawIncident:
     """A blocking call as recorded on the loop thread: raw frames, no text yet."""
 
     __slots__ = (
+        "anchor_name",
         "codes",
+        "continuation",
         "culprit",
         "detail",
         "detector",
         "duration",
         "globals",
+        "group",
         "kind",
         "operation",
         "quiet",
         "request",
         "started_at",
+        "step",
         "suppressed",
         "task",
         "thread_id",
@@ -68,8 +74,16 @@ class RawIncident:
         *,
         quiet: bool,
         suppressed: int,
+        group: int = 0,
+        step: int = 0,
+        anchor_name: tuple[str, str] | None = None,
     ) -> None:
         self.kind = "call"
+        self.continuation = False
+        self.group = group
+        self.step = step
+        #: (module, qualname) of the function the user called, named on the dispatcher.
+        self.anchor_name = anchor_name
         self.operation = operation
         self.detector = detector
         self.detail = detail
@@ -87,6 +101,19 @@ class RawIncident:
         except RuntimeError:
             self.task = None
         self.request = current_request()
+
+
+def continuation(operation: str, detector: str, group: int) -> RawIncident:
+    """Return a light record of one more primitive of an incident already recorded."""
+    raw = RawIncident.__new__(RawIncident)
+    raw.continuation = True
+    raw.operation = operation
+    raw.detector = detector
+    raw.group = group
+    raw.started_at = _time_ns()
+    raw.duration = None
+    raw.thread_id = _get_ident()
+    return raw
 
 
 class _RateCap:
@@ -130,24 +157,27 @@ class _RateCap:
 class _Strictness:
     """Whether the warnings filters turn ``BlockingCallWarning`` into an error.
 
-    Read once per change of ``warnings.filters`` (``catch_warnings`` and
-    ``filterwarnings`` replace or grow the list), so the usual case costs a compare.
+    Read once per change of ``warnings.filters`` (``catch_warnings`` replaces the list,
+    ``filterwarnings`` puts its filter first), so the usual case costs a few compares.
+    The list and its first filter are held, not their ids: a list freed at the end of
+    one ``catch_warnings`` block is often reallocated at the same address by the next.
     """
 
     def __init__(self) -> None:
-        self._seen: tuple[int, int] = (0, -1)
+        self._seen: tuple[object, int, object] = (None, -1, None)
         self._relevant: list[tuple[Any, ...]] = []
 
     def is_error(self, operation: str, module: str, lineno: int) -> bool:
         filters = warnings.filters
-        state = (id(filters), len(filters))
-        if state != self._seen:
+        seen_list, seen_len, seen_first = self._seen
+        first = filters[0] if filters else None
+        if filters is not seen_list or len(filters) != seen_len or first is not seen_first:
             self._relevant = [
                 f
                 for f in filters
                 if isinstance(f[2], type) and issubclass(BlockingCallWarning, f[2])
             ]
-            self._seen = state
+            self._seen = (filters, len(filters), first)
         if not any(f[0] == "error" for f in self._relevant):
             return False
         message = f"{operation} blocked the event loop"
@@ -211,10 +241,23 @@ class Recorder:
         #: The frame each loop thread's last incident called into: the same frame
         #: object again means the same user call (``urlopen`` → DNS, connect, send).
         self._anchors: dict[int, FrameType] = {}
+        #: The same for module loads, kept apart: a lazy import in the middle of a
+        #: user call must not end that call's anchor (one call, then one more event).
+        self._import_anchors: dict[int, FrameType] = {}
+        #: The incident group each anchor started (0: it was rate-capped, so its
+        #: further primitives are dropped too).
+        self._groups: dict[int, int] = {}
+        self._next_group = itertools.count(1).__next__
+        #: Which loop step each thread runs (set when the callbacks detector is on).
+        self.tracker: StepTracker | None = None
+        #: Called on the thread whose loop started or stopped (loop discovery).
+        self.on_loop_change: Callable[[], None] | None = None
 
     def forget_thread_state(self) -> None:
         """Drop remembered anchors (at uninstall, so no frame outlives the guard)."""
         self._anchors.clear()
+        self._import_anchors.clear()
+        self._groups.clear()
         self.busy.clear()
 
     def begin(
@@ -246,10 +289,23 @@ class Recorder:
         tid = _get_ident()
         anchor = walk.anchor
         if anchor is not None:
-            if self._anchors.get(tid) is anchor:
+            anchors = self._anchors if walk.import_name is None else self._import_anchors
+            if anchors.get(tid) is anchor:
                 self.stats.merged += 1
-                return None
-            self._anchors[tid] = anchor
+                group = self._groups.get(tid, 0)
+                if walk.import_name is not None or not group:
+                    return None
+                return continuation(operation, detector, group)
+            anchors[tid] = anchor
+        group = self._next_group()
+        if anchor is not None and walk.import_name is None:
+            self._groups[tid] = 0  # until admitted by the rate cap below
+        step = 0
+        tracker = self.tracker
+        if tracker is not None:
+            step = tracker.step_of(tid)
+            if step:
+                tracker.marked.add(step)
         self.stats.incidents += 1
         codes = walk.codes
         culprit = walk.culprit
@@ -263,6 +319,10 @@ class Recorder:
         if self._sample >= 1.0 or random.random() < self._sample:  # noqa: S311 - not crypto
             extend(walk, self._max_frames)
         globals_ = culprit_frame.f_globals if culprit_frame is not None else None
+        anchor_name = None
+        if anchor is not None and walk.import_name is None:
+            self._groups[tid] = group
+            anchor_name = (self.kinds.module_of(anchor), anchor.f_code.co_qualname)
         return RawIncident(
             operation,
             detector,
@@ -272,6 +332,9 @@ class Recorder:
             globals_,
             quiet=quiet,
             suppressed=suppressed,
+            group=group,
+            step=step,
+            anchor_name=anchor_name,
         )
 
     def _maybe_raise(self, operation: str, frame: FrameType | None, *, quiet: bool) -> None:

@@ -165,7 +165,9 @@ def test_full_queue_drops_and_counts() -> None:
             nap()  # two fit in the queue, eight are dropped
         return guard.stats.dropped
 
-    guard = loophound.install(sinks=(), on_event=on_event, imports="ignore", queue_size=2)
+    guard = loophound.install(
+        sinks=(), on_event=on_event, imports="ignore", queue_size=2, detectors=("patches",)
+    )
     try:
         dropped = asyncio.run(main())
     finally:

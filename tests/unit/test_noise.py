@@ -260,7 +260,7 @@ def test_urls_are_redacted() -> None:
         with loophound.capture(sinks=(), imports="ignore") as events:
             assert asyncio.run(main()) == b"ok"
 
-    requests = [e for e in events if e.operation == "urllib.Request"]
+    requests = [e for e in events if e.operation == "urllib.request.urlopen"]
     assert [e.detail for e in requests] == [f"http://127.0.0.1:{port}/x"] * 2
     for event in events:
         # format() also quotes source lines, which are the test's own literals.
@@ -276,7 +276,7 @@ def test_command_lines_are_redacted() -> None:
         subprocess.run(["true", "--password=hunter2"], check=True, timeout=30)
 
     events = run_captured(main, imports="ignore")
-    popen = [e for e in loud(events) if e.operation == "subprocess.Popen"]
+    popen = [e for e in loud(events) if e.operation == "subprocess.run"]
     assert [e.detail for e in popen] == ["true"]
     for event in events:
         assert "hunter2" not in f"{event.headline()} {json.dumps(event_record(event))}"
@@ -291,7 +291,7 @@ def test_stack_sample_rate_zero_keeps_frames_up_to_the_culprit() -> None:
 
     for rate in (0.0, 1.0):
         events = loud(run_captured(main, stack_sample_rate=rate, imports="ignore"))
-        assert [e.operation for e in events] == ["time.sleep", "subprocess.Popen"]
+        assert [e.operation for e in events] == ["time.sleep", "subprocess.run"]
         sleep, run = events
         assert sleep.culprit is not None
         assert run.culprit is not None
@@ -320,7 +320,7 @@ def test_max_frames_bounds_the_stack() -> None:
         subprocess.run(["true"], check=True, timeout=30)  # bounded-run
 
     events = loud(run_captured(main, max_frames=2, imports="ignore"))
-    assert [e.operation for e in events] == ["time.sleep", "subprocess.Popen"]
+    assert [e.operation for e in events] == ["time.sleep", "subprocess.run"]
     for event in events:
         assert len(event.frames) <= 2
         assert event.culprit is not None

@@ -39,6 +39,9 @@ JSONL_FIELDS = {
     "quiet",
     "suppressed",
     "pid",
+    "primitives",
+    "samples",
+    "loop_cpu",
 }
 
 

@@ -149,19 +149,27 @@ _SPECS: dict[str, _Spec] = {
     "imaplib.open": _Spec("imaplib.open", _always, _nth(1, str)),
     "time.sleep": _Spec("time.sleep", _sleeps, _first(str)),
 }
-_WATCHED = frozenset(_SPECS)
+#: Raised when a loop's ``run_forever`` installs or restores its async generator hooks
+#: (asyncio and uvloop alike, in any thread): how loops are discovered.
+_LOOP_HOOKS = "sys.set_asyncgen_hook_firstiter"
+_WATCHED = frozenset({*_SPECS, _LOOP_HOOKS})
 AUDIT_OPERATIONS = tuple(sorted({spec.operation for spec in _SPECS.values()}))
 
 #: The recorder the one process-wide hook reports to; ``None`` when no guard is on.
 _recorder: Recorder | None = None
 _hook_added = False
 _failed = False
+#: False when only loop discovery is wanted (the audit detector itself is off).
+_report_calls = True
 
 
 def _hook(event: str, args: tuple[Any, ...]) -> None:
     if event not in _WATCHED:
         return
-    if _get_running_loop() is None:
+    if event == _LOOP_HOOKS:
+        _loop_changed()
+        return
+    if not _report_calls or _get_running_loop() is None:
         return
     recorder = _recorder
     if recorder is None:
@@ -183,6 +191,16 @@ def _hook(event: str, args: tuple[Any, ...]) -> None:
         busy.discard(tid)
 
 
+def _loop_changed() -> None:
+    recorder = _recorder
+    if recorder is None or recorder.on_loop_change is None:
+        return
+    try:
+        recorder.on_loop_change()
+    except Exception:
+        _disable()
+
+
 def _disable() -> None:
     global _recorder, _failed
     _recorder = None
@@ -196,16 +214,18 @@ class AuditDetector:
 
     name = "audit"
 
-    def __init__(self, recorder: Recorder) -> None:
+    def __init__(self, recorder: Recorder, *, report_calls: bool = True) -> None:
         self._recorder = recorder
+        self._report_calls = report_calls
 
     def install(self) -> None:
         """Add the hook once per process, then point it at this recorder."""
-        global _hook_added, _recorder, _failed
+        global _hook_added, _recorder, _failed, _report_calls
         if not _hook_added:
             sys.addaudithook(_hook)
             _hook_added = True
         _failed = False
+        _report_calls = self._report_calls
         _recorder = self._recorder
 
     def uninstall(self) -> None:

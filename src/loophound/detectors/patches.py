@@ -19,7 +19,13 @@ from collections.abc import Callable
 from typing import Any, Self
 
 from loophound._recorder import Recorder
-from loophound.detectors.patch_table import PATCHES, POLL_PREDICATE, POLLER_FACTORIES, PatchSpec
+from loophound.detectors.patch_table import (
+    PATCHES,
+    POLL_PREDICATE,
+    POLLER_FACTORIES,
+    PatchSpec,
+    _fd_blocks,
+)
 from loophound.exceptions import BlockingCallError
 
 __all__ = ["PatchDetector"]
@@ -77,20 +83,55 @@ def _blocking_call(
 def _wrap(
     operation: str, original: Callable[..., Any], may_wait: Callable[..., bool]
 ) -> Callable[..., Any]:
+    if may_wait is _fd_blocks:
+        return _finish(_wrap_fd(operation, original), original)
+
+    # ``f(*args, **kwargs)`` copies kwargs into a new dict on every call; most calls
+    # pass none, so the pass-through paths call ``f(*args)`` then (bench/passthrough.py).
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         if _get_running_loop() is None:
-            return original(*args, **kwargs)
+            return original(*args, **kwargs) if kwargs else original(*args)
         recorder = _recorder
         if recorder is None:
-            return original(*args, **kwargs)
+            return original(*args, **kwargs) if kwargs else original(*args)
         try:
-            waits = may_wait(*args, **kwargs)
+            waits = may_wait(*args, **kwargs) if kwargs else may_wait(*args)
         except Exception:
             waits = False  # bad arguments: the original raises its own error
         if not waits:
-            return original(*args, **kwargs)
+            return original(*args, **kwargs) if kwargs else original(*args)
         return _blocking_call(recorder, operation, original, args, kwargs)
 
+    return _finish(wrapper, original)
+
+
+def _wrap_fd(operation: str, original: Callable[..., Any]) -> Callable[..., Any]:
+    """``os.read``/``os.write``: named positional parameters, no ``*args`` packing.
+
+    Their pass-through asks the kernel whether the fd blocks, which leaves no room for
+    the generic wrapper's packing and unpacking (bench/passthrough.py).
+    """
+
+    def wrapper(fd: Any = _MISSING, arg: Any = _MISSING, /) -> Any:
+        if arg is _MISSING:  # a bad call: the original raises its own error
+            return original() if fd is _MISSING else original(fd)
+        if _get_running_loop() is None:
+            return original(fd, arg)
+        recorder = _recorder
+        if recorder is None:
+            return original(fd, arg)
+        try:
+            waits = _fd_blocks(fd, arg)
+        except Exception:
+            waits = False
+        if not waits:
+            return original(fd, arg)
+        return _blocking_call(recorder, operation, original, (fd, arg), {})
+
+    return wrapper
+
+
+def _finish(wrapper: Callable[..., Any], original: Callable[..., Any]) -> Callable[..., Any]:
     try:
         functools.update_wrapper(wrapper, original)
     except (AttributeError, TypeError):  # pragma: no cover - C callables lacking attributes

@@ -41,6 +41,9 @@ def event_record(event: Event) -> dict[str, Any]:
         "quiet": event.quiet,
         "suppressed": event.suppressed,
         "pid": event.pid,
+        "primitives": list(event.primitives),
+        "samples": None if event.samples is None else dict(event.samples),
+        "loop_cpu": event.loop_cpu,
     }
 
 

@@ -1,0 +1,241 @@
+"""One incident per stall: merges what the four detectors saw, on the dispatcher thread.
+
+A patched ``time.sleep(0.3)`` is also a slow loop step (callbacks) and a late beat
+(watchdog). The merger holds call events briefly, until the step that made them ended
+(or, without step boundaries, until the loop moved on), then delivers one event per
+incident: the call's exact line and name, the step's or stall's real duration, the
+sampled stacks, and every detector that saw it. The primitives of one user call
+(``subprocess.run`` -> ``Popen``, ``wait``) arrive as one group and become one event
+named after the function the user called.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from loophound._events import Event
+from loophound._recorder import RawIncident
+from loophound.detectors.callbacks import StepRecord
+from loophound.detectors.watchdog import StallRecord
+
+__all__ = ["Merger"]
+
+_perf_ns = time.perf_counter_ns
+#: Longest a call event waits for the end of its step before it is delivered anyway.
+_MAX_HOLD_NS = 30_000_000_000
+_MAX_PRIMITIVES = 32
+
+
+class _Group:
+    __slots__ = ("deadline", "first", "raws", "step", "thread_id")
+
+    def __init__(self, raw: RawIncident, deadline: int) -> None:
+        self.first = raw
+        self.raws = [raw]
+        self.step = raw.step
+        self.thread_id = raw.thread_id
+        self.deadline = deadline
+
+    def start_ns(self) -> int:
+        return self.first.started_at
+
+    def end_ns(self) -> int:
+        last = self.raws[-1]
+        return last.started_at + int((last.duration or 0.0) * 1e9)
+
+    def timed(self) -> float:
+        return sum(r.duration for r in self.raws if r.duration is not None)
+
+
+class _SlowStep:
+    __slots__ = ("deadline", "event", "step")
+
+    def __init__(self, step: StepRecord, event: Event, deadline: int) -> None:
+        self.step = step
+        self.event = event
+        self.deadline = deadline
+
+
+class Merger:
+    """Turns raw calls, step records and stall records into delivered Events."""
+
+    def __init__(
+        self,
+        build: Callable[[RawIncident], Event],
+        build_stall: Callable[[StallRecord], Event | None],
+        build_step: Callable[[StepRecord], Event | None],
+        *,
+        hold_ns: int,
+        wait_for_stalls: bool,
+        stalled_threads: Callable[[], frozenset[int]],
+    ) -> None:
+        self._build = build
+        self._build_stall = build_stall
+        self._build_step = build_step
+        self._hold_ns = hold_ns
+        self._wait_for_stalls = wait_for_stalls
+        self._stalled_threads = stalled_threads
+        self._groups: dict[int, _Group] = {}
+        self._slow: list[_SlowStep] = []
+
+    # -- input ---------------------------------------------------------------------------
+
+    def add(self, item: object) -> list[Event]:
+        """Take one item from the queue; return the events now complete."""
+        now = _perf_ns()
+        if isinstance(item, RawIncident):
+            return self._add_call(item, now)
+        if isinstance(item, StepRecord):
+            return self._add_step(item, now)
+        if isinstance(item, StallRecord):
+            return self._add_stall(item)
+        return []
+
+    def _add_call(self, raw: RawIncident, now: int) -> list[Event]:
+        if raw.continuation:
+            group = self._groups.get(raw.group)
+            if group is not None and len(group.raws) < _MAX_PRIMITIVES:
+                group.raws.append(raw)
+            return []
+        if raw.step == 0 and self._hold_ns == 0:
+            return [self._build(raw)]
+        deadline = now + (_MAX_HOLD_NS if raw.step else self._hold_ns)
+        self._groups[raw.group] = _Group(raw, deadline)
+        return []
+
+    def _take_groups(self, predicate: Callable[[_Group], bool]) -> list[_Group]:
+        found = [g for g in self._groups.values() if predicate(g)]
+        for group in found:
+            del self._groups[group.first.group]
+        return found
+
+    def _add_step(self, step: StepRecord, now: int) -> list[Event]:
+        groups = self._take_groups(lambda g: g.step == step.handle_id)
+        if not step.slow:
+            return [self.group_event(g) for g in groups]
+        out: list[Event] = []
+        merged: Event | None = None
+        if groups:
+            main = max(groups, key=lambda g: g.timed())
+            out.extend(self.group_event(g) for g in groups if g is not main)
+            merged = _with(
+                self.group_event(main),
+                duration=step.duration_ns / 1e9,
+                started_at=min(step.started_ns, main.start_ns()),
+                detectors=("callbacks",),
+            )
+        else:
+            merged = self._build_step(step)
+        if merged is None:
+            return out
+        if self._wait_for_stalls:
+            self._slow.append(_SlowStep(step, merged, now + self._hold_ns))
+        else:
+            out.append(merged)
+        return out
+
+    def _add_stall(self, stall: StallRecord) -> list[Event]:
+        start = stall.started_ns
+        end = start + stall.duration_ns
+        for slow in self._slow:
+            s = slow.step
+            if s.thread_id == stall.thread_id and s.started_ns <= end and start <= (
+                s.started_ns + s.duration_ns
+            ):
+                self._slow.remove(slow)
+                return [self._absorb(slow.event, stall, keep_duration=True)]
+        groups = self._take_groups(
+            lambda g: g.thread_id == stall.thread_id
+            and g.step == 0
+            and start - self._hold_ns <= g.start_ns() <= end
+        )
+        if groups:
+            main = max(groups, key=lambda g: g.timed())
+            rest = [self.group_event(g) for g in groups if g is not main]
+            event = self.group_event(main)
+            return [*rest, self._absorb(event, stall, keep_duration=False)]
+        event = self._build_stall(stall)
+        return [] if event is None else [event]
+
+    def _absorb(self, event: Event, stall: StallRecord, *, keep_duration: bool) -> Event:
+        """Add a stall's samples and duration to the event that explains it."""
+        stall_event = self._build_stall(stall)
+        samples = stall_event.samples if stall_event is not None else None
+        stalled_for = stall.duration_ns / 1e9
+        duration = event.duration if keep_duration else max(event.duration or 0.0, stalled_for)
+        return _with(
+            event,
+            duration=duration,
+            started_at=min(event.started_at, stall.started_ns),
+            detectors=("watchdog",),
+            samples=samples,
+            loop_cpu=stall.cpu,
+        )
+
+    # -- time ----------------------------------------------------------------------------
+
+    def due(self) -> list[Event]:
+        """Return events whose hold expired (call groups, slow steps without a stall)."""
+        now = _perf_ns()
+        out: list[Event] = []
+        stalled = self._stalled_threads() if self._groups else frozenset()
+        # A call without step boundaries stays held while its loop is still stalled, so
+        # the stall that follows can absorb it; never longer than _MAX_HOLD_NS.
+        expired = self._take_groups(
+            lambda g: now >= g.deadline
+            and not (g.step == 0 and g.thread_id in stalled and now - g.deadline < _MAX_HOLD_NS)
+        )
+        out.extend(self.group_event(g) for g in expired)
+        keep = []
+        for slow in self._slow:
+            if now >= slow.deadline:
+                out.append(slow.event)
+            else:
+                keep.append(slow)
+        self._slow = keep
+        return out
+
+    def next_deadline(self) -> int | None:
+        """Return when ``due()`` should next be called (perf_counter ns), if ever."""
+        deadlines = [g.deadline for g in self._groups.values()]
+        deadlines.extend(s.deadline for s in self._slow)
+        return min(deadlines) if deadlines else None
+
+    def drain(self) -> list[Event]:
+        """Deliver everything held (at flush and uninstall)."""
+        out = [self.group_event(g) for g in self._take_groups(lambda _g: True)]
+        out.extend(s.event for s in self._slow)
+        self._slow = []
+        return out
+
+    # -- composing -----------------------------------------------------------------------
+
+    def group_event(self, group: _Group) -> Event:
+        """Return the one event of a user call made of one or more primitives."""
+        event = self._build(group.first)
+        if len(group.raws) == 1:
+            return event
+        operations = tuple(r.operation for r in group.raws)
+        name = event.operation
+        if len(set(operations)) > 1 and group.first.anchor_name is not None:
+            module, qualname = group.first.anchor_name
+            name = f"{module}.{qualname}" if module else qualname
+        # The user call lasted from its first primitive to the end of its last timed one.
+        ends = [r.started_at + int(r.duration * 1e9) for r in group.raws if r.duration is not None]
+        duration = (max(ends) - group.first.started_at) / 1e9 if ends else None
+        detectors = tuple(dict.fromkeys(r.detector for r in group.raws))
+        return dataclasses.replace(
+            event,
+            operation=name,
+            primitives=operations,
+            duration=duration,
+            detectors=tuple(dict.fromkeys((*event.detectors, *detectors))),
+        )
+
+
+def _with(event: Event, *, detectors: Iterable[str] = (), **changes: Any) -> Event:
+    merged = tuple(dict.fromkeys((*event.detectors, *detectors)))
+    return dataclasses.replace(event, detectors=merged, **changes)

@@ -1,0 +1,125 @@
+"""The callbacks detector: the exact wall time of every loop step on asyncio loops.
+
+Wraps ``asyncio.events.Handle._run``, through which every callback and task step of
+an asyncio loop runs (uvloop runs its own handles: the watchdog covers it). The
+wrapper remembers the running handle per thread, so the recorder and the watchdog
+can tell which step and which task a blocking call or a stall belongs to, and reports
+each step that took longer than the threshold or that made a blocking call.
+"""
+
+from __future__ import annotations
+
+import asyncio.events
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["CallbacksDetector", "StepRecord"]
+
+_get_ident = threading.get_ident
+_perf_ns = time.perf_counter_ns
+_time_ns = time.time_ns
+
+
+class StepRecord:
+    """One loop step that was slow or made a blocking call."""
+
+    __slots__ = (
+        "callback", "context", "duration_ns", "handle_id", "slow", "started_ns", "thread_id",
+        "thread_name",
+    )
+
+    def __init__(
+        self, thread_id: int, handle_id: int, started_ns: int, duration_ns: int, slow: bool,
+        callback: object, context: object,
+    ) -> None:
+        self.context = context
+        self.thread_name = threading.current_thread().name
+        self.thread_id = thread_id
+        self.handle_id = handle_id
+        self.started_ns = started_ns
+        self.duration_ns = duration_ns
+        self.slow = slow
+        self.callback = callback
+
+
+class StepTracker:
+    """Shared by the recorder and the watchdog: the handle each loop thread runs now."""
+
+    def __init__(self) -> None:
+        #: thread id -> the handle being run on that thread
+        self.current: dict[int, Any] = {}
+        #: ids of running handles during which a blocking call was recorded
+        self.marked: set[int] = set()
+
+    def step_of(self, thread_id: int) -> int:
+        """Return the id of the handle running on ``thread_id`` (0 outside steps)."""
+        handle = self.current.get(thread_id)
+        return 0 if handle is None else id(handle)
+
+    def context_of(self, thread_id: int) -> Any:
+        """Return the contextvars context of the step running on ``thread_id``."""
+        handle = self.current.get(thread_id)
+        return None if handle is None else getattr(handle, "_context", None)
+
+
+class CallbacksDetector:
+    """Times ``Handle._run``; reports steps over ``threshold`` or with incidents."""
+
+    name = "callbacks"
+
+    def __init__(
+        self, threshold: float, tracker: StepTracker, emit: Callable[[StepRecord], None]
+    ) -> None:
+        self._threshold_ns = int(threshold * 1e9)
+        self._tracker = tracker
+        self._emit = emit
+        self._original: Callable[[Any], None] | None = None
+
+    def install(self) -> None:
+        """Wrap ``Handle._run`` (TimerHandle inherits it)."""
+        original = asyncio.events.Handle._run
+        threshold = self._threshold_ns
+        current = self._tracker.current
+        marked = self._tracker.marked
+        emit = self._emit
+        epoch_offset = _time_ns() - _perf_ns()
+
+        def _run(handle: Any) -> None:
+            tid = _get_ident()
+            outer = current.get(tid)
+            current[tid] = handle
+            start = _perf_ns()
+            try:
+                original(handle)
+            finally:
+                took = _perf_ns() - start
+                if outer is None:
+                    del current[tid]
+                else:
+                    current[tid] = outer
+                key = id(handle)
+                if took >= threshold or key in marked:
+                    marked.discard(key)
+                    try:
+                        emit(
+                            StepRecord(
+                                tid, key, start + epoch_offset, took, took >= threshold,
+                                handle._callback, handle._context,
+                            )
+                        )
+                    except Exception:  # never let loophound break a loop step
+                        pass
+
+        _run.__wrapped__ = original  # type: ignore[attr-defined]
+        self._original = original
+        asyncio.events.Handle._run = _run  # type: ignore[method-assign]
+
+    def uninstall(self) -> None:
+        """Restore ``Handle._run``."""
+        if self._original is not None:
+            asyncio.events.Handle._run = self._original  # type: ignore[method-assign]
+            self._original = None
+        self._tracker.current.clear()
+        self._tracker.marked.clear()
