@@ -7,6 +7,7 @@ caches the answer; it never reads source or formats anything.
 from __future__ import annotations
 
 import asyncio
+import asyncio.base_events
 import concurrent.futures
 import os
 import site
@@ -60,7 +61,14 @@ _MACHINERY_CODES = frozenset({threading.Thread.start.__code__})
 #: Where the loop runs a callback or steps a task. The frames beyond it started the
 #: loop (``asyncio.run``'s caller): never the culprit, and never an anchor, or every
 #: blocking call of every library task would merge into one incident at that line.
-_LOOP_DISPATCH = asyncio.events.Handle._run.__code__
+_LOOP_DISPATCH = frozenset(
+    {
+        asyncio.events.Handle._run.__code__,
+        # Reached without passing a callback: the loop is between steps (a sample
+        # taken while it polls), so nothing beyond it is to blame.
+        asyncio.base_events.BaseEventLoop._run_once.__code__,  # type: ignore[attr-defined]
+    }
+)
 
 
 class FrameKinds:
@@ -180,7 +188,7 @@ def walk_to_culprit(kinds: FrameKinds, frame: FrameType | None, limit: int) -> W
         if kind == MACHINERY:
             if in_stdlib_chain:
                 walk.machinery = True
-            if code is _LOOP_DISPATCH:
+            if code in _LOOP_DISPATCH:
                 break
         elif kind == LIBRARY:
             in_stdlib_chain = False

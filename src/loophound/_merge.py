@@ -51,11 +51,16 @@ class _Group:
 
 
 class _SlowStep:
-    __slots__ = ("deadline", "event", "step")
+    __slots__ = ("deadline", "event", "fallback", "step")
 
-    def __init__(self, step: StepRecord, event: Event, deadline: int) -> None:
+    def __init__(
+        self, step: StepRecord, event: Event, fallback: Event | None, deadline: int
+    ) -> None:
         self.step = step
         self.event = event
+        #: What to deliver if the watchdog saw no stall: the call as it was, or nothing
+        #: (the watchdog decided the step was not the loop's fault, e.g. SIGSTOP).
+        self.fallback = fallback
         self.deadline = deadline
 
 
@@ -118,11 +123,13 @@ class Merger:
             return [self.group_event(g) for g in groups]
         out: list[Event] = []
         merged: Event | None = None
+        fallback: Event | None = None
         if groups:
             main = max(groups, key=lambda g: g.timed())
             out.extend(self.group_event(g) for g in groups if g is not main)
+            fallback = self.group_event(main)
             merged = _with(
-                self.group_event(main),
+                fallback,
                 duration=step.duration_ns / 1e9,
                 started_at=min(step.started_ns, main.start_ns()),
                 detectors=("callbacks",),
@@ -132,7 +139,7 @@ class Merger:
         if merged is None:
             return out
         if self._wait_for_stalls:
-            self._slow.append(_SlowStep(step, merged, now + self._hold_ns))
+            self._slow.append(_SlowStep(step, merged, fallback, now + self._hold_ns))
         else:
             out.append(merged)
         return out
@@ -142,15 +149,43 @@ class Merger:
         end = start + stall.duration_ns
         for slow in self._slow:
             s = slow.step
-            if s.thread_id == stall.thread_id and s.started_ns <= end and start <= (
-                s.started_ns + s.duration_ns
+            if (
+                s.thread_id == stall.thread_id
+                and s.started_ns <= end
+                and start <= (s.started_ns + s.duration_ns)
             ):
                 self._slow.remove(slow)
-                return [self._absorb(slow.event, stall, keep_duration=True)]
+                if stall.allowed:
+                    return [] if slow.fallback is None else [slow.fallback]
+                if slow.event.kind != "slow_callback":
+                    return [self._absorb(slow.event, stall, keep_duration=True)]
+                # No named call explains the step: the stall's samples name the line,
+                # the step's timing gives the exact interval.
+                event = self._build_stall(stall)
+                if event is None:
+                    return []
+                if event.culprit is None:
+                    # No sample caught the step in the act: name the task's coroutine.
+                    event = dataclasses.replace(
+                        event,
+                        culprit=slow.event.culprit,
+                        frames=slow.event.frames,
+                        task=event.task or slow.event.task,
+                    )
+                return [
+                    _with(
+                        event,
+                        duration=s.duration_ns / 1e9,
+                        started_at=s.started_ns,
+                        detectors=("callbacks",),
+                    )
+                ]
         groups = self._take_groups(
-            lambda g: g.thread_id == stall.thread_id
-            and g.step == 0
-            and start - self._hold_ns <= g.start_ns() <= end
+            lambda g: (
+                g.thread_id == stall.thread_id
+                and g.step == 0
+                and start - self._hold_ns <= g.start_ns() <= end
+            )
         )
         if groups:
             main = max(groups, key=lambda g: g.timed())
@@ -185,14 +220,17 @@ class Merger:
         # A call without step boundaries stays held while its loop is still stalled, so
         # the stall that follows can absorb it; never longer than _MAX_HOLD_NS.
         expired = self._take_groups(
-            lambda g: now >= g.deadline
-            and not (g.step == 0 and g.thread_id in stalled and now - g.deadline < _MAX_HOLD_NS)
+            lambda g: (
+                now >= g.deadline
+                and not (g.step == 0 and g.thread_id in stalled and now - g.deadline < _MAX_HOLD_NS)
+            )
         )
         out.extend(self.group_event(g) for g in expired)
         keep = []
         for slow in self._slow:
             if now >= slow.deadline:
-                out.append(slow.event)
+                if slow.fallback is not None:
+                    out.append(slow.fallback)
             else:
                 keep.append(slow)
         self._slow = keep
@@ -207,7 +245,7 @@ class Merger:
     def drain(self) -> list[Event]:
         """Deliver everything held (at flush and uninstall)."""
         out = [self.group_event(g) for g in self._take_groups(lambda _g: True)]
-        out.extend(s.event for s in self._slow)
+        out.extend(s.fallback for s in self._slow if s.fallback is not None)
         self._slow = []
         return out
 

@@ -47,7 +47,7 @@ class StallEvents:
 
     def stall(self, stall: StallRecord) -> Event | None:
         """Return the event of a sampled stall, or ``None`` inside an allow scope."""
-        if allowed_reason_in(stall.context) is not None:
+        if stall.allowed or allowed_reason_in(stall.context) is not None:
             self.allowed += 1
             return None
         counts: Counter[tuple[CodeType, int]] = Counter()

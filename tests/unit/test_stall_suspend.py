@@ -42,9 +42,7 @@ CHILD = textwrap.dedent(
 @pytest.mark.parametrize("mode", ["idle", "cooperative"])
 def test_sigstop_and_sigcont_report_nothing(mode: str) -> None:
     """Stopping the whole process for 500 ms, idle or busy in short steps, reports no stall."""
-    child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, mode], stdout=subprocess.PIPE, text=True
-    )
+    child = subprocess.Popen([sys.executable, "-c", CHILD, mode], stdout=subprocess.PIPE, text=True)
     try:
         assert child.stdout is not None
         assert child.stdout.readline().strip() == "ready"

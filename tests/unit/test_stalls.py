@@ -58,16 +58,22 @@ def spin(seconds: float) -> None:
         pass
 
 
-def calibrated(make: Callable[[int], Callable[[], object]], target: float, start: int) -> Callable[[], object]:
-    """Return ``make(n)`` for the smallest doubling of ``n`` whose call takes ``target`` s."""
+def calibrated(
+    make: Callable[[int], object],
+    run: Callable[[object], object],
+    target: float,
+    start: int,
+    grow: Callable[[int], int],
+) -> object:
+    """Return ``make(n)`` for the first ``n`` (grown by ``grow``) whose run takes ``target`` s."""
     n = start
     while True:
-        work = make(n)
+        data = make(n)
         began = time.perf_counter()
-        work()
+        run(data)
         if time.perf_counter() - began >= target or n > 1 << 30:
-            return work
-        n *= 2
+            return data
+        n = grow(n)
 
 
 def only(events: list[Event]) -> Event:
@@ -100,15 +106,21 @@ def test_pure_python_cpu_stall_is_one_incident_at_the_loop_line(loop_kind: str, 
 @pytest.mark.parametrize("loop_kind", LOOPS)
 def test_gil_holding_json_loads_names_its_line(loop_kind: str, where: str) -> None:
     """A 200 ms json.loads (C code holding the GIL) is reported at the json.loads line."""
-    work = calibrated(lambda n: (lambda doc=json.dumps([list(range(50))] * n): json.loads(doc)), 0.2, 256)
+    doc = calibrated(
+        lambda n: json.dumps([list(range(50))] * n), json.loads, 0.2, 256, lambda n: n * 2
+    )
+    assert isinstance(doc, str)
 
     async def main() -> None:
         await asyncio.sleep(0.05)
-        work()  # json-line
+        json.loads(doc)  # json-line
 
     event = only(run_on(loop_kind, where, main))
     assert event.culprit is not None
-    assert (event.culprit.filename, event.culprit.lineno) == (__file__, line_of("# json-line", __file__))
+    assert (event.culprit.filename, event.culprit.lineno) == (
+        __file__,
+        line_of("# json-line", __file__),
+    )
     assert event.duration is not None
     assert event.duration >= 0.15
 
@@ -118,11 +130,12 @@ def test_gil_holding_json_loads_names_its_line(loop_kind: str, where: str) -> No
 def test_catastrophic_regex_names_its_line(loop_kind: str, where: str) -> None:
     """A backtracking regex that holds the GIL is reported once at the line that ran it."""
     pattern = re.compile(r"(a+)+$")
-    work = calibrated(lambda n: (lambda: pattern.match("a" * n + "b")), 0.25, 16)
+    text = calibrated(lambda n: "a" * n + "b", pattern.match, 0.25, 16, lambda n: n + 1)
+    assert isinstance(text, str)
 
     async def main() -> None:
         await asyncio.sleep(0.05)
-        work()  # regex-line
+        pattern.match(text)  # regex-line
 
     event = only(run_on(loop_kind, where, main))
     assert event.culprit is not None
@@ -133,11 +146,14 @@ def test_catastrophic_regex_names_its_line(loop_kind: str, where: str) -> None:
 @pytest.mark.parametrize("loop_kind", LOOPS)
 def test_hashlib_over_a_large_buffer_names_its_line(loop_kind: str, where: str) -> None:
     """hashlib over a large buffer (releases the GIL) is reported at the hashing line."""
-    work = calibrated(lambda n: (lambda data=b"x" * n: hashlib.sha256(data).digest()), 0.25, 1 << 20)
+    data = calibrated(
+        lambda n: b"x" * n, lambda d: hashlib.sha256(d).digest(), 0.25, 1 << 20, lambda n: n * 2
+    )
+    assert isinstance(data, bytes)
 
     async def main() -> None:
         await asyncio.sleep(0.05)
-        work()  # hash-line
+        hashlib.sha256(data).digest()  # hash-line
 
     event = only(run_on(loop_kind, where, main))
     assert event.culprit is not None
@@ -185,14 +201,14 @@ def test_a_150ms_step_is_reported_every_time_and_a_50ms_step_never() -> None:
 
     async def main() -> None:
         for _ in range(5):
-            spin(0.15)  # long-step
+            spin(0.15)
             await asyncio.sleep(0.05)
             spin(0.05)
             await asyncio.sleep(0.05)
 
     events = run_on("asyncio", "main", main, threshold=0.1)
     assert len(events) == 5
-    assert {e.culprit.lineno for e in events if e.culprit} == {line_of("# long-step", __file__)}
+    assert {e.culprit.lineno for e in events if e.culprit} == {line_of("# spin-line", __file__)}
 
 
 def test_async_to_sync_loops_in_threads_are_watched() -> None:
@@ -200,13 +216,14 @@ def test_async_to_sync_loops_in_threads_are_watched() -> None:
     from asgiref.sync import async_to_sync
 
     async def job() -> None:
-        spin(0.3)  # a2s-line
+        spin(0.3)
 
     with loophound.capture(sinks=()) as events:
         async_to_sync(job)()
     event = only(loud(list(events)))
     assert event.culprit is not None
-    assert event.culprit.lineno == line_of("# a2s-line", __file__)
+    assert event.culprit.lineno == line_of("# spin-line", __file__)
+    assert event.thread_name != threading.current_thread().name
 
 
 def test_a_closed_loop_is_forgotten() -> None:

@@ -26,13 +26,25 @@ class StepRecord:
     """One loop step that was slow or made a blocking call."""
 
     __slots__ = (
-        "callback", "context", "duration_ns", "handle_id", "slow", "started_ns", "thread_id",
+        "callback",
+        "context",
+        "duration_ns",
+        "handle_id",
+        "slow",
+        "started_ns",
+        "thread_id",
         "thread_name",
     )
 
     def __init__(
-        self, thread_id: int, handle_id: int, started_ns: int, duration_ns: int, slow: bool,
-        callback: object, context: object,
+        self,
+        thread_id: int,
+        handle_id: int,
+        started_ns: int,
+        duration_ns: int,
+        slow: bool,
+        callback: object,
+        context: object,
     ) -> None:
         self.context = context
         self.thread_name = threading.current_thread().name
@@ -105,21 +117,26 @@ class CallbacksDetector:
                     try:
                         emit(
                             StepRecord(
-                                tid, key, start + epoch_offset, took, took >= threshold,
-                                handle._callback, handle._context,
+                                tid,
+                                key,
+                                start + epoch_offset,
+                                took,
+                                took >= threshold,
+                                handle._callback,
+                                handle._context,
                             )
                         )
-                    except Exception:  # never let loophound break a loop step
+                    except Exception:  # noqa: S110 - never let loophound break a loop step
                         pass
 
         _run.__wrapped__ = original  # type: ignore[attr-defined]
         self._original = original
-        asyncio.events.Handle._run = _run  # type: ignore[method-assign]
+        asyncio.events.Handle._run = _run  # type: ignore[method-assign,assignment]
 
     def uninstall(self) -> None:
         """Restore ``Handle._run``."""
         if self._original is not None:
-            asyncio.events.Handle._run = self._original  # type: ignore[method-assign]
+            asyncio.events.Handle._run = self._original  # type: ignore[method-assign,assignment]
             self._original = None
         self._tracker.current.clear()
         self._tracker.marked.clear()

@@ -1,12 +1,16 @@
-"""The watchdog: a heartbeat on each watched loop and one thread that samples stalls.
+"""The watchdog: a tick on each watched loop and one thread that samples stalls.
 
-One daemon thread serves every watched loop. Each tick it sends a beat to every loop
-that has none pending (``call_soon_threadsafe``: works on asyncio, uvloop and loops in
-any thread). A beat that is later than the threshold means the loop thread is stuck:
-the thread then samples that thread's stack every few milliseconds until the beat
-runs, and hands one stall record (start, duration, the sampled stacks, the loop
-thread's CPU time) to the dispatcher. The lateness of every beat is the loop-delay
-distribution.
+Each watched loop runs a tick of its own (``call_later``, so it works on asyncio,
+uvloop and loops in any thread) that records when it ran and how late: the lateness
+of every tick is the loop-delay distribution. One daemon thread serves every watched
+loop: when a loop's tick is overdue by more than the threshold, the loop thread is
+stuck, and the thread samples that thread's stack every few milliseconds until the
+loop ticks again, then hands one stall record (start, duration, the sampled stacks,
+the loop thread's CPU time) to the dispatcher.
+
+Because the tick runs on the loop, the loop's progress is visible even when this
+thread cannot get the GIL (a busy loop thread that releases the GIL for every
+``epoll_wait`` can starve it for hundreds of milliseconds without stalling at all).
 
 Code that holds the GIL in C (a backtracking regex, ``json.loads``) starves this
 thread. It wakes the moment the GIL is released, which is when the C call returns to
@@ -23,9 +27,10 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from types import CodeType
+from types import CodeType, FrameType
 from typing import Any
 
+from loophound._context import allowed_reason_in
 from loophound._frames import FrameKinds, walk_to_culprit
 
 __all__ = ["LoopDelays", "StallRecord", "Watchdog"]
@@ -66,6 +71,7 @@ class StallRecord:
     """A stall as the watchdog saw it; the dispatcher turns it into an Event."""
 
     __slots__ = (
+        "allowed",
         "context",
         "cpu",
         "duration_ns",
@@ -87,12 +93,14 @@ class StallRecord:
         self.cpu = cpu
         self.task = state.stall_task
         self.context = state.stall_context
+        #: An allow_blocking scope was open in the stalled task while it was sampled.
+        self.allowed = state.stall_allowed
 
 
 class LoopDelays:
-    """Counts of heartbeat lateness in fixed buckets (seconds), for every beat.
+    """Counts of tick lateness in fixed buckets (seconds), for every tick of every loop.
 
-    Written by the loop thread (one increment per beat), read by exporters.
+    Written by the loop threads (one increment per tick), read by exporters.
     """
 
     BOUNDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -104,7 +112,7 @@ class LoopDelays:
         self.observers: tuple[Callable[[float, int], None], ...] = ()
 
     def observe(self, seconds: float, loop_id: int) -> None:
-        """Count one beat's lateness."""
+        """Count one tick's lateness."""
         index = 0
         for bound in self.BOUNDS:
             if seconds <= bound:
@@ -119,21 +127,25 @@ class LoopDelays:
 
 class _LoopState:
     __slots__ = (
-        "beat",
+        "active",
         "cpu_clock",
         "cpu_seen",
         "cpu_start",
+        "due",
         "loop",
-        "pending",
-        "ran_at",
+        "max_late",
+        "max_late_ran",
         "samples",
-        "sent_at",
+        "stall_allowed",
         "stall_context",
         "stall_started",
         "stall_task",
+        "stall_ticks",
         "stalled",
+        "suspended_until",
         "thread_id",
         "thread_name",
+        "ticks",
     )
 
     def __init__(self, loop: asyncio.AbstractEventLoop, thread_id: int, thread_name: str) -> None:
@@ -142,16 +154,23 @@ class _LoopState:
         self.thread_name = thread_name
         self.cpu_clock = _cpu_clock(thread_id)
         self.cpu_seen = _cpu_ns(self.cpu_clock)
-        self.pending = False
-        self.sent_at = 0
-        self.ran_at = 0
+        self.active = True
+        #: When the loop's next tick is due (perf_counter ns); far away until started.
+        self.due = 1 << 62
+        self.ticks = 0
+        self.max_late = 0
+        self.max_late_ran = 0
+        #: The end of the last window in which the whole process did not run; loop
+        #: lateness that began before it is not the loop's fault.
+        self.suspended_until = 0
         self.stalled = False
+        self.stall_ticks = 0
         self.samples: list[Sample] = []
         self.stall_started = 0
         self.cpu_start: int | None = None
         self.stall_task: Any = None
         self.stall_context: Any = None
-        self.beat: Callable[[], None] = lambda: None
+        self.stall_allowed = False
 
 
 class Watchdog:
@@ -185,9 +204,9 @@ class Watchdog:
 
     @staticmethod
     def interval_for(threshold: float) -> float:
-        """Return the beat interval for a threshold.
+        """Return the tick interval for a threshold.
 
-        A beat every fifth of the threshold: a step of 1.5x the threshold is late by at
+        A tick every fifth of the threshold: a step of 1.5x the threshold is late by at
         least 1.3x, a step of half the threshold never by more than half.
         """
         return min(max(threshold / 5, 0.005), 0.1)
@@ -198,35 +217,65 @@ class Watchdog:
         """Start watching ``loop``, running on ``thread_id`` (idempotent)."""
         with self._lock:
             current = self._states.get(thread_id)
-            if current is not None and current.loop is loop:
+            if current is not None and current.loop is loop and current.active:
                 return
+            if current is not None:
+                current.active = False
             state = _LoopState(loop, thread_id, thread_name)
             delays = self._delays
+            interval = self.interval
+            interval_ns = int(interval * 1e9)
+            loop_id = id(loop)
 
-            def beat() -> None:  # runs on the loop thread: two clock reads and a count
+            # The tick runs on the loop itself, so the loop's progress is visible even
+            # when this thread cannot get the GIL. Its lateness is the loop delay.
+            def tick() -> None:
+                if not state.active:
+                    return
                 now = _perf_ns()
-                state.ran_at = now
-                state.pending = False
-                delays.observe((now - state.sent_at) / 1e9, id(loop))
+                late = now - state.due
+                late = max(late, 0)
+                if late > state.max_late:
+                    state.max_late = late
+                    state.max_late_ran = now
+                state.ticks += 1
+                state.due = now + interval_ns
+                delays.observe(late / 1e9, loop_id)
+                loop.call_later(interval, tick)
 
-            state.beat = beat
+            def start() -> None:
+                state.due = _perf_ns() + interval_ns
+                loop.call_later(interval, tick)
+
+            # Due from now: a loop that is stuck before its first tick is stuck all the same.
+            state.due = _perf_ns() + interval_ns
             self._states[thread_id] = state
+            try:
+                loop.call_soon_threadsafe(start)
+            except RuntimeError:  # closed
+                del self._states[thread_id]
 
     def forget(self, thread_id: int) -> None:
         """Stop watching the loop of ``thread_id`` (its loop stopped).
 
-        A stall whose beat already ran is reported now rather than lost.
+        A stall that has ended is reported now rather than lost.
         """
         with self._lock:
             state = self._states.pop(thread_id, None)
-            if state is not None and state.stalled and not state.pending:
+            if state is None:
+                return
+            state.active = False
+            if state.stalled:
+                if state.ticks == state.stall_ticks:
+                    # The loop stopped right after the stalled step: it ended by now.
+                    state.max_late_ran = _perf_ns()
                 self._end_stall(state, _cpu_ns(state.cpu_clock))
 
     def flush(self) -> None:
         """Report every stall that has ended but was not reported yet."""
         with self._lock:
             for state in list(self._states.values()):
-                if state.stalled and not state.pending:
+                if state.stalled and state.ticks != state.stall_ticks:
                     self._end_stall(state, _cpu_ns(state.cpu_clock))
 
     def watched(self) -> list[asyncio.AbstractEventLoop]:
@@ -237,8 +286,10 @@ class Watchdog:
     def stalled_threads(self) -> frozenset[int]:
         """Return the loop threads that are stalled right now."""
         with self._lock:
-            return frozenset(t for t, s in self._states.items() if s.stalled or s.pending and (
-                _perf_ns() - s.sent_at > self.threshold_ns))
+            now = _perf_ns()
+            return frozenset(
+                t for t, s in self._states.items() if s.stalled or now - s.due > self.threshold_ns
+            )
 
     # -- the thread ------------------------------------------------------------------
 
@@ -263,21 +314,30 @@ class Watchdog:
             expected = _perf_ns()
             tick = self.interval
             while not self._stop.wait(tick):
+                # First thing after waking: after a GIL-holding C call this thread gets
+                # the GIL the moment the call returns to its caller, so this look at
+                # the loop thread's stack shows the line that made the call.
+                snapshot = sys._current_frames()
                 now = _perf_ns()
                 overslept = now - expected - int(tick * 1e9)
                 stalled = False
                 with self._lock:
                     for state in list(self._states.values()):
-                        stalled = self._check(state, now, overslept) or stalled
+                        stalled = self._check(state, now, overslept, snapshot) or stalled
+                del snapshot
                 tick = self.sample_interval if stalled else self.interval
-                expected = _perf_ns()
+                # Measured from the top of this pass: a process stopped in the middle of
+                # it still shows up as an overslept tick next time.
+                expected = now
         except Exception:
             logger.exception("loophound: the watchdog failed and is disabled")
 
-    def _check(self, state: _LoopState, now: int, overslept: int) -> bool:
+    def _check(
+        self, state: _LoopState, now: int, overslept: int, snapshot: dict[int, FrameType]
+    ) -> bool:
         """Advance one loop's state; return True while it is stalled."""
         if state.loop.is_closed():
-            self.forget(state.thread_id)  # reports a stall whose beat ran
+            self.forget(state.thread_id)  # reports a stall that ended
             return False
         cpu = _cpu_ns(state.cpu_clock)
         cpu_delta = None if cpu is None or state.cpu_seen is None else cpu - state.cpu_seen
@@ -285,47 +345,43 @@ class Watchdog:
         starved = overslept > self.threshold_ns // 2
         # The loop thread burnt CPU while this thread could not run: it held the GIL.
         loop_busy = cpu_delta is None or cpu_delta * 2 >= overslept
-        if state.pending:
-            late = now - state.sent_at
-            if late <= self.threshold_ns:
-                return False
-            if starved and not loop_busy:
-                # The whole process did not run (SIGSTOP, a paused VM): not the loop's fault.
-                self._reset(state, now)
-                return False
-            if not state.stalled:
-                self._begin_stall(state, state.sent_at, cpu)
-            self._sample(state)
-            return True
+        if starved and not loop_busy and not state.stalled:
+            # The whole process did not run (SIGSTOP, a paused VM): not the loop's
+            # fault. Ignore this gap, and a late tick it caused, until the loop ticks.
+            state.suspended_until = now
+            state.max_late = 0
+            return False
         if state.stalled:
-            self._end_stall(state, cpu)
-        if starved and loop_busy and cpu_delta is not None:
-            # Slept through a GIL-holding stall that may still be running: sample now,
-            # at the first moment the GIL was free, and date the beat when it was due.
-            due = now - overslept
-            self._send(state, due)
-            self._begin_stall(state, due, None if cpu is None else cpu - (cpu_delta or 0))
-            self._sample(state)
+            if state.ticks != state.stall_ticks:  # the loop moved again
+                self._end_stall(state, cpu)
+                return False
+            self._sample(state, snapshot)
             return True
-        self._send(state, now)
-        return False
-
-    def _reset(self, state: _LoopState, now: int) -> None:
-        state.stalled = False
-        state.samples = []
-        state.sent_at = now
-
-    def _send(self, state: _LoopState, sent_at: int) -> None:
-        state.pending = True
-        state.sent_at = sent_at
-        try:
-            state.loop.call_soon_threadsafe(state.beat)
-        except RuntimeError:  # closed meanwhile
-            state.pending = False
-            self.forget(state.thread_id)
+        if (
+            state.max_late > self.threshold_ns
+            and state.max_late_ran - state.max_late >= state.suspended_until
+        ):
+            # A stall that began and ended between two looks (this thread could not
+            # run in time): the late tick proves it; no sample names its line.
+            self._begin_stall(state, state.max_late_ran - state.max_late, None)
+            self._end_stall(state, None)
+            state.max_late = 0
+            return False
+        if now - state.due <= self.threshold_ns or state.due < state.suspended_until:
+            return False
+        # The loop has not ticked for longer than the threshold. After a GIL-holding C
+        # call this is the first moment this thread ran: the sample names the caller.
+        cpu_at_start = cpu
+        if starved and cpu is not None and cpu_delta is not None:
+            cpu_at_start = cpu - cpu_delta  # it was burning CPU while this thread waited
+        self._begin_stall(state, state.due, cpu_at_start)
+        self._sample(state, snapshot)
+        return True
 
     def _begin_stall(self, state: _LoopState, started: int, cpu: int | None) -> None:
         state.stalled = True
+        state.stall_ticks = state.ticks
+        state.max_late = 0
         state.samples = []
         state.stall_started = started
         state.cpu_start = cpu
@@ -342,14 +398,22 @@ class Watchdog:
             get_context = getattr(task, "get_context", None)
             context = get_context() if get_context is not None else None
         state.stall_context = context
+        state.stall_allowed = False
 
-    def _sample(self, state: _LoopState) -> None:
+    def _sample(self, state: _LoopState, snapshot: dict[int, FrameType]) -> None:
         if len(state.samples) >= _MAX_SAMPLES:
             return
-        frame = sys._current_frames().get(state.thread_id)
+        frame = snapshot.get(state.thread_id)
         if frame is None:
             return
+        if allowed_reason_in(state.stall_context) is not None:
+            # Read now: the scope may close before the stall is reported.
+            state.stall_allowed = True
         walk = walk_to_culprit(self._kinds, frame, _SCAN_LIMIT)
+        if walk.culprit_frame is None:
+            # Only the loop's own frames: the stalled step already ended (or had not
+            # begun); this sample cannot name a culprit.
+            walk.culprit = -1
         codes = walk.codes
         culprit_frame = walk.culprit_frame
         probe = culprit_frame.f_back if culprit_frame is not None else None
@@ -360,7 +424,8 @@ class Watchdog:
 
     def _end_stall(self, state: _LoopState, cpu: int | None) -> None:
         state.stalled = False
-        duration = state.ran_at - state.stall_started
+        duration = state.max_late_ran - state.stall_started
+        state.max_late = 0  # consumed: the late tick that ended this stall
         used = None
         if cpu is not None and state.cpu_start is not None:
             used = (cpu - state.cpu_start) / 1e9
