@@ -5,7 +5,16 @@ from __future__ import annotations
 import os
 from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["redact_command", "redact_path", "redact_url"]
+__all__ = ["redact_command", "redact_host", "redact_path", "redact_url"]
+
+
+def redact_host(host: object) -> str:
+    """Return a host name without credentials (``user:secret@host`` -> ``host``)."""
+    if isinstance(host, bytes):
+        host = host.decode("utf-8", "replace")
+    if not isinstance(host, str):
+        return "?" if host is not None else "-"
+    return host.rpartition("@")[2]
 
 
 def redact_url(url: object) -> str:

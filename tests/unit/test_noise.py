@@ -10,6 +10,7 @@ import inspect
 import json
 import logging
 import select
+import socket
 import subprocess
 import sys
 import threading
@@ -380,3 +381,16 @@ def test_include_modules_make_excluded_looking_code_the_users(vendored: ModuleTy
     events = loud(run_captured(main, imports="ignore", include_modules=["lh_vendored"]))
     assert events[0].culprit is not None
     assert events[0].culprit.filename == vendored.__file__
+
+
+def test_dns_lookups_never_carry_credentials() -> None:
+    """A host name given with user:password@ reaches the sinks without the credentials."""
+
+    async def main() -> None:
+        try:
+            socket.getaddrinfo("user:secret@127.0.0.1", 80)
+        except OSError:
+            pass
+
+    events = loud(run_captured(main))
+    assert [e.detail for e in events if e.operation == "socket.getaddrinfo"] == ["127.0.0.1"]

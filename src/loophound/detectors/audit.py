@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from loophound._recorder import Recorder
-from loophound._redact import redact_command, redact_path, redact_url
+from loophound._redact import redact_command, redact_host, redact_path, redact_url
 from loophound.exceptions import BlockingCallError
 
 __all__ = ["AUDIT_OPERATIONS", "AuditDetector"]
@@ -64,7 +64,7 @@ def _nth(index: int, redactor: Callable[[object], str]) -> Callable[[tuple[Any, 
 
 
 def _host(args: tuple[Any, ...]) -> object:
-    return str(args[0]) if args else None
+    return (redact_host, args[0]) if args else None
 
 
 def _address(args: tuple[Any, ...]) -> object:
@@ -78,7 +78,7 @@ def _format_address(address: object) -> str:
 
 
 def _http_connect(args: tuple[Any, ...]) -> object:
-    return f"{args[1]}:{args[2]}" if len(args) > 2 else None
+    return (redact_host, f"{args[1]}:{args[2]}") if len(args) > 2 else None
 
 
 def _no_detail(_args: tuple[Any, ...]) -> object:

@@ -1,0 +1,201 @@
+"""Stall detection: time from the end of a stall to its report, and the idle cost.
+
+    python bench/stall_report.py [--stalls N] [--idle-seconds S] [--write]
+
+Report latency: in one process, for each loop (asyncio, uvloop) and detector set
+(all four detectors; the watchdog alone), a coroutine makes N stalls of 150 ms
+(pure-Python CPU, ``time.sleep``, a GIL-holding backtracking regex), 100 ms apart.
+The coroutine notes the wall time at which each stall ended; an ``on_event`` callback
+notes when the event reached the sinks. Latency = delivery - end. Target: 50 ms.
+
+Idle cost: a child process runs an idle asyncio loop for S seconds, with and without a
+guard (all detectors), alternating 5 times; the CPU time the process used is compared
+(the guard's loop tick and watchdog thread are what it pays for). Target: well under
+1 % of one core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import shlex
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import uvloop
+
+import loophound
+from _common import environment, write_section
+
+STALL = 0.15
+PATTERN = re.compile(r"(a+)+$")
+
+
+def spin(seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+def regex_input(target: float) -> str:
+    n = 16
+    while True:
+        text = "a" * n + "b"
+        began = time.perf_counter()
+        PATTERN.match(text)
+        if time.perf_counter() - began >= target:
+            return text
+        n += 1
+
+
+def measure(
+    loop_kind: str, detectors: tuple[str, ...], kind: str, stalls: int, regex_text: str
+) -> tuple[list[float], int]:
+    ends: list[int] = []
+    delivered: list[int] = []
+    lock = threading.Lock()
+
+    def on_event(_event: loophound.Event) -> None:
+        with lock:
+            delivered.append(time.time_ns())
+
+    work: Callable[[], Any]
+    if kind == "cpu":
+        work = lambda: spin(STALL)  # noqa: E731
+    elif kind == "sleep":
+        work = lambda: time.sleep(STALL)  # noqa: E731
+    else:
+        work = lambda: PATTERN.match(regex_text)  # noqa: E731
+
+    async def main() -> None:
+        for _ in range(stalls):
+            await asyncio.sleep(0.1)
+            work()
+            ends.append(time.time_ns())
+        await asyncio.sleep(0.3)
+
+    guard = loophound.install(sinks=(), on_event=on_event, detectors=detectors, imports="ignore")
+    try:
+        (asyncio.run if loop_kind == "asyncio" else uvloop.run)(main())
+        guard.flush()
+    finally:
+        guard.uninstall()
+    latencies = []
+    for at in delivered:
+        before = [e for e in ends if e <= at]
+        if before:
+            latencies.append((at - before[-1]) / 1e6)
+    return latencies, len(delivered)
+
+
+IDLE_CHILD = """
+import asyncio, resource, sys, loophound
+guard = loophound.install(sinks=()) if sys.argv[1] == "guard" else None
+asyncio.run(asyncio.sleep(float(sys.argv[2])))
+usage = resource.getrusage(resource.RUSAGE_SELF)
+print(usage.ru_utime + usage.ru_stime)
+"""
+
+
+def idle_cpu(mode: str, seconds: float) -> float:
+    # The import and start-up cost is measured once with a 0 s run and subtracted.
+    out = [
+        float(
+            subprocess.run(
+                [sys.executable, "-c", IDLE_CHILD, mode, str(s)],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+        )
+        for s in (0.0, seconds)
+    ]
+    return out[1] - out[0]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--stalls", type=int, default=10)
+    parser.add_argument("--idle-seconds", type=float, default=5.0)
+    parser.add_argument("--write", action="store_true")
+    args = parser.parse_args(argv)
+    regex_text = regex_input(STALL)
+
+    rows = []
+    worst = 0.0
+    for loop_kind in ("asyncio", "uvloop"):
+        for label, detectors in (
+            ("all four", ("audit", "patches", "watchdog", "callbacks")),
+            ("watchdog", ("watchdog",)),
+        ):
+            for kind in ("cpu", "sleep", "gil"):
+                latencies, count = measure(loop_kind, detectors, kind, args.stalls, regex_text)
+                if latencies:
+                    worst = max(worst, *latencies)
+                    q = statistics.quantiles(latencies, n=10) if len(latencies) > 1 else latencies
+                    rows.append(
+                        f"| {loop_kind} | {label} | {kind} | {count}/{args.stalls} "
+                        f"| {statistics.median(latencies):.1f} | {q[-1]:.1f} "
+                        f"| {max(latencies):.1f} |"
+                    )
+                else:
+                    rows.append(f"| {loop_kind} | {label} | {kind} | 0/{args.stalls} | - | - | - |")
+                print(rows[-1], flush=True)
+
+    idle = {"baseline": [], "guard": []}
+    for round_ in range(5):
+        order = ("baseline", "guard") if round_ % 2 == 0 else ("guard", "baseline")
+        for mode in order:
+            idle[mode].append(idle_cpu(mode, args.idle_seconds))
+    extra = [g - b for g, b in zip(idle["guard"], idle["baseline"], strict=True)]
+    share = [100 * e / args.idle_seconds for e in extra]
+    idle_row = (
+        f"| {statistics.median(idle['baseline']) * 1000:.1f} "
+        f"| {statistics.median(idle['guard']) * 1000:.1f} "
+        f"| {statistics.median(share):.3f} ({min(share):.3f} … {max(share):.3f}) |"
+    )
+    print(idle_row)
+
+    command = "python bench/stall_report.py " + shlex.join(argv or sys.argv[1:])
+    section = "\n".join(
+        [
+            "## Stall detection: time to report, idle cost",
+            "",
+            f"Command: `{command.strip()}`",
+            "",
+            *(f"- {key}: {value}" for key, value in environment()),
+            "",
+            (
+                f"Each row: {args.stalls} stalls of {STALL * 1000:.0f} ms, 100 ms apart, in one "
+                "process; latency = when the event reached the sinks minus when the stalling "
+                "call returned (ms). Target: 50 ms."
+            ),
+            "",
+            "| loop | detectors | stall | reported | median ms | p90 ms | max ms |",
+            "|---|---|---|--:|--:|--:|--:|",
+            *rows,
+            "",
+            (
+                f"Idle asyncio loop for {args.idle_seconds:g} s, 5 alternating runs per side, "
+                "process CPU time after start-up (ms) and the guard's extra as % of one core "
+                "(median, min … max). Target: well under 1 %."
+            ),
+            "",
+            "| baseline CPU ms | with guard CPU ms | extra % of a core |",
+            "|--:|--:|--:|",
+            idle_row,
+        ]
+    )
+    if args.write:
+        write_section("stall-report", section)
+    return 0 if worst <= 50 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
