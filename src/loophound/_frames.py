@@ -26,6 +26,8 @@ MACHINERY = 3  # asyncio and concurrent.futures: work they do on the user's beha
 LOOPHOUND = 4
 
 _LOOPHOUND_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+#: The bundled demo project is user code: its views are the culprits it shows.
+_DEMO_DIR = _LOOPHOUND_DIR + "demo" + os.sep
 _IMPORT_FIND_AND_LOAD = "_find_and_load"
 _FROZEN_BOOTSTRAP = "<frozen importlib._bootstrap>"
 
@@ -117,7 +119,11 @@ class FrameKinds:
             # <frozen importlib._bootstrap> is the stdlib; <string>, <stdin> are user code.
             return STDLIB if filename.startswith("<frozen ") else USER
         path = _norm(filename)
-        if path.startswith(_LOOPHOUND_DIR) and not self._matches(module, self._include):
+        if (
+            path.startswith(_LOOPHOUND_DIR)
+            and not path.startswith(_DEMO_DIR)
+            and not self._matches(module, self._include)
+        ):
             return LOOPHOUND
         if self._matches(module, self._include) or any(
             path.startswith(root) for root in self._code_roots

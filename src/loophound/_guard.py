@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
+import functools
 import logging
 import sys
 import threading
@@ -248,6 +250,18 @@ class Guard:
         return f"<loophound.Guard {state} detectors={list(self.config.detectors)}>"
 
 
+@functools.cache
+def _uninstall_at_exit() -> None:
+    """Once per process: at interpreter exit, deliver queued events and close sinks."""
+
+    def uninstall() -> None:
+        current = _active
+        if current is not None:
+            current.uninstall()
+
+    atexit.register(uninstall)
+
+
 def active_guard() -> Guard | None:
     """Return the installed guard of this process, if any."""
     return _active
@@ -274,6 +288,7 @@ def install(**config: Any) -> Guard:
         new._install()
         if new.installed:
             _active = new
+            _uninstall_at_exit()
         return new
 
 

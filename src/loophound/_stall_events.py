@@ -83,7 +83,7 @@ class StallEvents:
             stall.thread_name,
             _task_name(stall.task),
             ("watchdog",),
-            request_in(stall.context),
+            stall.request,
             samples=dict(folded),
             loop_cpu=stall.cpu,
         )

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from types import CodeType, FrameType
 from typing import Any
 
-from loophound._context import allowed_reason_in
+from loophound._context import allowed_reason_in, request_in
 from loophound._frames import FrameKinds, walk_to_culprit
 
 __all__ = ["LoopDelays", "StallRecord", "Watchdog"]
@@ -76,6 +76,7 @@ class StallRecord:
         "cpu",
         "duration_ns",
         "loop_id",
+        "request",
         "samples",
         "started_ns",
         "task",
@@ -95,6 +96,9 @@ class StallRecord:
         self.context = state.stall_context
         #: An allow_blocking scope was open in the stalled task while it was sampled.
         self.allowed = state.stall_allowed
+        #: The request of the stalled task, read when the stall began (a context is
+        #: mutable: the request's scope is reset in it when the request ends).
+        self.request = state.stall_request
 
 
 class LoopDelays:
@@ -138,6 +142,7 @@ class _LoopState:
         "samples",
         "stall_allowed",
         "stall_context",
+        "stall_request",
         "stall_started",
         "stall_task",
         "stall_ticks",
@@ -171,6 +176,7 @@ class _LoopState:
         self.stall_task: Any = None
         self.stall_context: Any = None
         self.stall_allowed = False
+        self.stall_request: Any = None
 
 
 class Watchdog:
@@ -371,9 +377,9 @@ class Watchdog:
             return False
         # The loop has not ticked for longer than the threshold. After a GIL-holding C
         # call this is the first moment this thread ran: the sample names the caller.
-        cpu_at_start = cpu
-        if starved and cpu is not None and cpu_delta is not None:
-            cpu_at_start = cpu - cpu_delta  # it was burning CPU while this thread waited
+        # CPU time at the previous look, shortly before the stall began: the stall is
+        # noticed a threshold after it started, and that part counts too.
+        cpu_at_start = cpu - cpu_delta if cpu is not None and cpu_delta is not None else cpu
         self._begin_stall(state, state.due, cpu_at_start)
         self._sample(state, snapshot)
         return True
@@ -391,13 +397,16 @@ class Watchdog:
         except Exception:
             task = None
         state.stall_task = task
+        # The running task's own context first (3.12+); the running handle's context
+        # (from the callbacks detector) where tasks cannot say (3.11).
         context = None
-        if self._context_of is not None:
+        get_context = getattr(task, "get_context", None)
+        if get_context is not None:
+            context = get_context()
+        if context is None and self._context_of is not None:
             context = self._context_of(state.thread_id)
-        if context is None and task is not None:
-            get_context = getattr(task, "get_context", None)
-            context = get_context() if get_context is not None else None
         state.stall_context = context
+        state.stall_request = request_in(context)
         state.stall_allowed = False
 
     def _sample(self, state: _LoopState, snapshot: dict[int, FrameType]) -> None:

@@ -1,0 +1,1 @@
+"""A small Django project with blocking and clean views, served by ``loophound demo``."""
