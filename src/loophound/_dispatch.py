@@ -88,9 +88,9 @@ class Dispatcher:
         self._thread.start()
 
     def submit(self, record: object) -> None:
-        """Queue a record from any detector; drop and count when the queue is full."""
+        """Queue a record from any detector; drop and count when full or stopped."""
         q = self._queue
-        if q.qsize() >= self._limit:
+        if self._thread is None or q.qsize() >= self._limit:
             self._stats.dropped += 1
             return
         q.put(record)
@@ -106,7 +106,7 @@ class Dispatcher:
     def flush(self, timeout: float) -> bool:
         """Wait until every incident queued before this call was delivered."""
         thread = self._thread
-        if thread is None or not thread.is_alive():
+        if thread is None or not thread.is_alive() or thread is threading.current_thread():
             return True
         marker = _Flush()
         self._queue.put(marker)
@@ -117,7 +117,8 @@ class Dispatcher:
         thread = self._thread
         if thread is not None and thread.is_alive():
             self._queue.put(_STOP)
-            thread.join(timeout)
+            if thread is not threading.current_thread():  # uninstall() from a sink
+                thread.join(timeout)
         for sink in self._sinks:
             try:
                 sink.close()

@@ -9,6 +9,7 @@ import functools
 import logging
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any, Self
 
@@ -97,7 +98,7 @@ class Guard:
             config.max_frames,
             hold=hold,
             wait_for_stalls=watching,
-            stalled_threads=lambda: watchdog.stalled_threads() if watchdog else frozenset(),
+            stalled_threads=lambda: self._held_threads(watchdog),
         )
         recorder = Recorder(config, dispatcher.submit, self.stats)
         tracker = StepTracker() if timing else None
@@ -106,7 +107,9 @@ class Guard:
         if "patches" in wanted:
             detectors.append(PatchDetector(recorder))
         if timing and tracker is not None:
-            detectors.append(CallbacksDetector(config.threshold, tracker, dispatcher.submit))
+            callbacks = CallbacksDetector(config.threshold, tracker, dispatcher.submit)
+            callbacks.on_step_end = recorder.end_step
+            detectors.append(callbacks)
         if watching:
             watchdog = Watchdog(
                 config.threshold,
@@ -138,6 +141,14 @@ class Guard:
         self._watchdog = watchdog
         self._installed = True
         self.watch_loop()
+
+    def _held_threads(self, watchdog: Watchdog | None) -> frozenset[int]:
+        """Loop threads whose incidents may still grow: stalled, or inside a primitive."""
+        held = watchdog.stalled_threads() if watchdog is not None else frozenset()
+        recorder = self._recorder
+        if recorder is not None and recorder.busy:
+            held |= frozenset(recorder.busy)
+        return held
 
     def _loop_changed(self) -> None:
         """Called on a thread whose loop starts or stops running (audit hook)."""
@@ -197,23 +208,31 @@ class Guard:
             if not self._installed:
                 return
             self._installed = False
-            if self._watchdog is not None:
-                self._watchdog.flush()
-            self._stop_detectors(self._detectors)
-            self._detectors = []
-            self._watchdog = None
-            if self._recorder is not None:
-                unused = self._recorder.allow.unused()
-                if unused:
-                    logger.warning(
-                        "loophound: these allow rules never matched: %s", ", ".join(unused)
-                    )
-                self._unused = unused
-                self._recorder.forget_thread_state()
-            if self._dispatcher is not None:
-                self._dispatcher.stop(self.config.flush_timeout)
             if _active is self:
-                _active = None
+                _active = None  # at once: install() still waits for the lock below
+            self._uninstall()
+
+    def _uninstall(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.flush()
+        self._stop_detectors(self._detectors)
+        self._detectors = []
+        self._watchdog = None
+        recorder = self._recorder
+        if recorder is not None:
+            # Calls still inside a patched primitive submit when they return: give them
+            # until flush_timeout, unless it is this very thread that is inside one.
+            deadline = time.monotonic() + self.config.flush_timeout
+            me = threading.get_ident()
+            while recorder.busy - {me} and time.monotonic() < deadline:
+                time.sleep(0.005)
+            unused = recorder.allow.unused()
+            if unused:
+                logger.warning("loophound: these allow rules never matched: %s", ", ".join(unused))
+            self._unused = unused
+            recorder.forget_thread_state()
+        if self._dispatcher is not None:
+            self._dispatcher.stop(self.config.flush_timeout)
 
     def unused_allow_rules(self) -> tuple[str, ...]:
         """Return the configured allow rules that have not matched any call yet."""

@@ -27,12 +27,16 @@ _perf_ns = time.perf_counter_ns
 #: Longest a call event waits for the end of its step before it is delivered anyway.
 _MAX_HOLD_NS = 30_000_000_000
 _MAX_PRIMITIVES = 32
+#: How long the first primitive of a library call waits for the rest of that call.
+_GROUP_HOLD_NS = 20_000_000
+_RECHECK_NS = 5_000_000
 
 
 class _Group:
-    __slots__ = ("deadline", "first", "raws", "step", "thread_id")
+    __slots__ = ("born", "deadline", "first", "raws", "step", "thread_id")
 
     def __init__(self, raw: RawIncident, deadline: int) -> None:
+        self.born = _perf_ns()
         self.first = raw
         self.raws = [raw]
         self.step = raw.step
@@ -41,10 +45,6 @@ class _Group:
 
     def start_ns(self) -> int:
         return self.first.started_at
-
-    def end_ns(self) -> int:
-        last = self.raws[-1]
-        return last.started_at + int((last.duration or 0.0) * 1e9)
 
     def timed(self) -> float:
         return sum(r.duration for r in self.raws if r.duration is not None)
@@ -105,9 +105,12 @@ class Merger:
             if group is not None and len(group.raws) < _MAX_PRIMITIVES:
                 group.raws.append(raw)
             return []
-        if raw.step == 0 and self._hold_ns == 0:
+        hold = self._hold_ns
+        if raw.anchor_name is not None:
+            hold = max(hold, _GROUP_HOLD_NS)  # its further primitives may follow
+        if raw.step == 0 and hold == 0:
             return [self._build(raw)]
-        deadline = now + (_MAX_HOLD_NS if raw.step else self._hold_ns)
+        deadline = now + (_MAX_HOLD_NS if raw.step else hold)
         self._groups[raw.group] = _Group(raw, deadline)
         return []
 
@@ -217,14 +220,18 @@ class Merger:
         now = _perf_ns()
         out: list[Event] = []
         stalled = self._stalled_threads() if self._groups else frozenset()
-        # A call without step boundaries stays held while its loop is still stalled, so
-        # the stall that follows can absorb it; never longer than _MAX_HOLD_NS.
-        expired = self._take_groups(
-            lambda g: (
-                now >= g.deadline
-                and not (g.step == 0 and g.thread_id in stalled and now - g.deadline < _MAX_HOLD_NS)
-            )
-        )
+        # A call without step boundaries stays held while its loop thread is still
+        # stalled or inside a primitive, so that what follows can join it; re-checked
+        # every few milliseconds, never longer than _MAX_HOLD_NS.
+        expired = []
+        for group in list(self._groups.values()):
+            if now < group.deadline:
+                continue
+            if group.step == 0 and group.thread_id in stalled and now - group.born < _MAX_HOLD_NS:
+                group.deadline = now + _RECHECK_NS
+                continue
+            expired.append(group)
+            del self._groups[group.first.group]
         out.extend(self.group_event(g) for g in expired)
         keep = []
         for slow in self._slow:

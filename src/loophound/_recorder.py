@@ -34,6 +34,8 @@ _time_ns = time.time_ns
 _perf_ns = time.perf_counter_ns
 #: How far to look for a culprit before giving up (deep Django stacks are ~80 frames).
 _SCAN_LIMIT = 256
+#: Without step boundaries, primitives this close together under one frame are one call.
+_ANCHOR_WINDOW_NS = 100_000_000
 #: Distinct call sites remembered by the rate cap before expired windows are swept.
 _RATE_TABLE_LIMIT = 10_000
 
@@ -110,6 +112,8 @@ def continuation(operation: str, detector: str, group: int) -> RawIncident:
     raw.operation = operation
     raw.detector = detector
     raw.group = group
+    raw.step = 0
+    raw.anchor_name = None
     raw.started_at = _time_ns()
     raw.duration = None
     raw.thread_id = _get_ident()
@@ -240,10 +244,10 @@ class Recorder:
         self.busy: set[int] = set()
         #: The frame each loop thread's last incident called into: the same frame
         #: object again means the same user call (``urlopen`` → DNS, connect, send).
-        self._anchors: dict[int, FrameType] = {}
+        self._anchors: dict[int, tuple[FrameType, int, int]] = {}
         #: The same for module loads, kept apart: a lazy import in the middle of a
         #: user call must not end that call's anchor (one call, then one more event).
-        self._import_anchors: dict[int, FrameType] = {}
+        self._import_anchors: dict[int, tuple[FrameType, int, int]] = {}
         #: The incident group each anchor started (0: it was rate-capped, so its
         #: further primitives are dropped too).
         self._groups: dict[int, int] = {}
@@ -252,6 +256,15 @@ class Recorder:
         self.tracker: StepTracker | None = None
         #: Called on the thread whose loop started or stopped (loop discovery).
         self.on_loop_change: Callable[[], None] | None = None
+
+    def end_step(self, thread_id: int) -> None:
+        """Forget the anchors of a loop step that ended (called by the callbacks detector).
+
+        Also releases the frames they hold, so a finished call's locals are not kept.
+        """
+        self._anchors.pop(thread_id, None)
+        self._import_anchors.pop(thread_id, None)
+        self._groups.pop(thread_id, None)
 
     def forget_thread_state(self) -> None:
         """Drop remembered anchors (at uninstall, so no frame outlives the guard)."""
@@ -287,25 +300,31 @@ class Recorder:
             self.stats.allowed += 1
             return None
         tid = _get_ident()
+        tracker = self.tracker
+        step = tracker.step_of(tid) if tracker is not None else 0
         anchor = walk.anchor
         if anchor is not None:
             anchors = self._anchors if walk.import_name is None else self._import_anchors
-            if anchors.get(tid) is anchor:
+            now = _perf_ns()
+            held = anchors.get(tid)
+            # The same frame object in the same loop step is the same user call. A
+            # library coroutine's frame survives its awaits, so the step matters; with
+            # no step boundaries (uvloop), a short time window stands in for them.
+            if (
+                held is not None
+                and held[0] is anchor
+                and held[1] == step
+                and (step or now - held[2] < _ANCHOR_WINDOW_NS)
+            ):
                 self.stats.merged += 1
                 group = self._groups.get(tid, 0)
                 if walk.import_name is not None or not group:
                     return None
                 return continuation(operation, detector, group)
-            anchors[tid] = anchor
+            anchors[tid] = (anchor, step, now)
         group = self._next_group()
         if anchor is not None and walk.import_name is None:
             self._groups[tid] = 0  # until admitted by the rate cap below
-        step = 0
-        tracker = self.tracker
-        if tracker is not None:
-            step = tracker.step_of(tid)
-            if step:
-                tracker.marked.add(step)
         self.stats.incidents += 1
         codes = walk.codes
         culprit = walk.culprit
@@ -316,6 +335,8 @@ class Recorder:
         if suppressed < 0:
             self.stats.rate_capped += 1
             return None
+        if step and tracker is not None:
+            tracker.marked.add(step)  # the step's end is reported, to close its incidents
         if self._sample >= 1.0 or random.random() < self._sample:  # noqa: S311 - not crypto
             extend(walk, self._max_frames)
         globals_ = culprit_frame.f_globals if culprit_frame is not None else None

@@ -88,6 +88,8 @@ class CallbacksDetector:
         self._tracker = tracker
         self._emit = emit
         self._original: Callable[[Any], None] | None = None
+        #: Called with the thread id when a step that made a blocking call ends.
+        self.on_step_end: Callable[[int], None] | None = None
 
     def install(self) -> None:
         """Wrap ``Handle._run`` (TimerHandle inherits it)."""
@@ -107,14 +109,19 @@ class CallbacksDetector:
                 original(handle)
             finally:
                 took = _perf_ns() - start
+                # pop, not del: an uninstall during this step may have emptied the dict,
+                # and nothing of loophound's may raise out of a loop step.
                 if outer is None:
-                    del current[tid]
+                    current.pop(tid, None)
                 else:
                     current[tid] = outer
                 key = id(handle)
                 if took >= threshold or key in marked:
                     marked.discard(key)
                     try:
+                        on_step_end = self.on_step_end
+                        if on_step_end is not None:
+                            on_step_end(tid)
                         emit(
                             StepRecord(
                                 tid,
@@ -138,5 +145,5 @@ class CallbacksDetector:
         if self._original is not None:
             asyncio.events.Handle._run = self._original  # type: ignore[method-assign,assignment]
             self._original = None
-        self._tracker.current.clear()
+        # ``current`` is left alone: wrappers still running clear their own entries.
         self._tracker.marked.clear()

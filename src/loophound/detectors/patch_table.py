@@ -3,7 +3,9 @@
 Each entry is data: where the primitive lives, the operation name events carry, and
 a predicate with the primitive's own signature that answers "can this call wait?".
 A call that cannot wait (``sleep(0)``, ``timeout=0``, a non-blocking socket, an
-uncontended semaphore, a non-empty queue) is never an incident.
+uncontended semaphore, a non-empty queue) is never an incident. The patch detector
+gives some predicates (``_sleep``, ``_socket``, ``_select``, ``_fd_blocks``, the
+pollers' ``_poller``) a dedicated wrapper that checks the same condition inline.
 """
 
 from __future__ import annotations
@@ -28,10 +30,6 @@ class PatchSpec(NamedTuple):
     may_wait: Callable[..., bool]
 
 
-def _waits(timeout: float | None) -> bool:
-    return timeout is None or timeout > 0
-
-
 def _sleep(secs: float, /) -> bool:
     return secs > 0
 
@@ -48,15 +46,19 @@ _SELECTOR_CODES = frozenset(
 )
 
 
-def _called_by_loop_selector() -> bool:
+def _called_by_loop_selector(depth: int = 2) -> bool:
     """True when the caller is a selector that asyncio's loop iteration is polling.
 
-    Checked by code identity two frames up, so the loop's own ``epoll.poll`` costs a
-    few attribute reads, not a stack walk.
+    ``depth`` is how many frames above this function the patched call's caller is: 2
+    when the wrapper itself asks (this function ← wrapper ← caller), 3 from a table
+    predicate. Checked by code identity from the caller up (at most three frames: an
+    intermediate such as Windows' ``SelectSelector._select`` is allowed), so the loop's
+    own poll costs a few attribute reads, not a stack walk. Only asked when the timeout
+    is not zero.
     """
     frame: FrameType | None
     try:
-        frame = sys._getframe(3)  # predicate ← wrapper ← selector.select ← ...
+        frame = sys._getframe(depth)
     except ValueError:
         return False
     for _ in range(3):
@@ -69,52 +71,59 @@ def _called_by_loop_selector() -> bool:
     return False
 
 
+# "The timeout lets the call wait" (``timeout is None or timeout > 0``) is written out
+# in each predicate below: a helper would be one more Python call on every pass-through
+# (bench/passthrough.py). ``_sleep``, ``_socket``, ``_select``, ``_poller`` and
+# ``_fd_blocks`` are also written out in the patch detector's dedicated wrappers; these
+# functions stay the reference for what those wrappers check.
+
+
 def _select(_r: Any, _w: Any, _x: Any, timeout: float | None = None, /) -> bool:
-    return _waits(timeout) and not _called_by_loop_selector()
+    return (timeout is None or timeout > 0) and not _called_by_loop_selector(3)
 
 
 def _poller(_self: Any, timeout: float | None = None, *_args: Any, **kwargs: Any) -> bool:
     timeout = kwargs.get("timeout", timeout)
-    return (timeout is None or timeout != 0) and not _called_by_loop_selector()
+    return (timeout is None or timeout != 0) and not _called_by_loop_selector(3)
 
 
 def _event_wait(event: Any, timeout: float | None = None) -> bool:
-    return not event._flag and _waits(timeout)
+    return not event._flag and (timeout is None or timeout > 0)
 
 
 def _condition_wait(_cond: Any, timeout: float | None = None) -> bool:
-    return _waits(timeout)
+    return timeout is None or timeout > 0
 
 
 def _semaphore_acquire(sem: Any, blocking: bool = True, timeout: float | None = None) -> bool:
-    return blocking and _waits(timeout) and sem._value <= 0
+    return blocking and (timeout is None or timeout > 0) and sem._value <= 0
 
 
 def _thread_join(thread: Any, timeout: float | None = None) -> bool:
-    return _waits(timeout) and bool(thread.is_alive())
+    return (timeout is None or timeout > 0) and bool(thread.is_alive())
 
 
 def _queue_get(q: Any, block: bool = True, timeout: float | None = None) -> bool:
-    return block and _waits(timeout) and not q._qsize()
+    return block and (timeout is None or timeout > 0) and not q._qsize()
 
 
 def _queue_put(q: Any, _item: Any, block: bool = True, timeout: float | None = None) -> bool:
-    return block and _waits(timeout) and 0 < q.maxsize <= q._qsize()
+    return block and (timeout is None or timeout > 0) and 0 < q.maxsize <= q._qsize()
 
 
 _PENDING_STATES = frozenset({"PENDING", "RUNNING"})
 
 
 def _future_result(future: Any, timeout: float | None = None) -> bool:
-    return future._state in _PENDING_STATES and _waits(timeout)
+    return future._state in _PENDING_STATES and (timeout is None or timeout > 0)
 
 
 def _popen_wait(popen: Any, timeout: float | None = None) -> bool:
-    return popen.returncode is None and _waits(timeout)
+    return popen.returncode is None and (timeout is None or timeout > 0)
 
 
 def _popen_communicate(_popen: Any, _input: Any = None, timeout: float | None = None) -> bool:
-    return _waits(timeout)
+    return timeout is None or timeout > 0
 
 
 _STD_STREAMS = frozenset({1, 2})

@@ -1,8 +1,9 @@
 """The patch detector: wraps the primitives of the patch table while installed.
 
 A wrapper costs one C call (``asyncio._get_running_loop``) when it runs off a loop
-thread, plus the table's predicate on a loop thread; only a call that may wait takes
-the slow path (stack walk, timing, report). Activation is all or nothing: if one
+thread, plus the table's predicate on a loop thread (written out inline in the
+dedicated wrappers of the hottest primitives); only a call that may wait takes the
+slow path (stack walk, timing, report). Activation is all or nothing: if one
 patch fails, the ones already applied are rolled back.
 """
 
@@ -20,11 +21,16 @@ from typing import Any, Self
 
 from loophound._recorder import Recorder
 from loophound.detectors.patch_table import (
+    _STD_STREAMS,
     PATCHES,
-    POLL_PREDICATE,
     POLLER_FACTORIES,
     PatchSpec,
+    _called_by_loop_selector,
     _fd_blocks,
+    _get_blocking,
+    _select,
+    _sleep,
+    _socket,
 )
 from loophound.exceptions import BlockingCallError
 
@@ -83,16 +89,15 @@ def _blocking_call(
 def _wrap(
     operation: str, original: Callable[..., Any], may_wait: Callable[..., bool]
 ) -> Callable[..., Any]:
-    if may_wait is _fd_blocks:
-        return _finish(_wrap_fd(operation, original), original)
+    dedicated = _DEDICATED.get(may_wait)
+    if dedicated is not None:
+        return _finish(dedicated(operation, original), original)
 
     # ``f(*args, **kwargs)`` copies kwargs into a new dict on every call; most calls
     # pass none, so the pass-through paths call ``f(*args)`` then (bench/passthrough.py).
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        if _get_running_loop() is None:
-            return original(*args, **kwargs) if kwargs else original(*args)
         recorder = _recorder
-        if recorder is None:
+        if recorder is None or _get_running_loop() is None:
             return original(*args, **kwargs) if kwargs else original(*args)
         try:
             waits = may_wait(*args, **kwargs) if kwargs else may_wait(*args)
@@ -105,6 +110,90 @@ def _wrap(
     return _finish(wrapper, original)
 
 
+# Dedicated wrappers: the table predicate's check written out inline, so that a
+# pass-through is one Python frame and no predicate call (bench/passthrough.py). Each
+# checks exactly what its table predicate (patch_table) checks.
+
+
+def _wrap_sleep(operation: str, original: Callable[..., Any]) -> Callable[..., Any]:
+    """``time.sleep``: ``_sleep`` inline (``secs > 0``)."""
+
+    def sleep(secs: Any = _MISSING, /) -> Any:
+        if secs is _MISSING:  # a bad call: the original raises its own error
+            return original()
+        recorder = _recorder
+        if recorder is None or _get_running_loop() is None:
+            return original(secs)
+        try:
+            waits = secs > 0
+        except Exception:
+            waits = False
+        if not waits:
+            return original(secs)
+        return _blocking_call(recorder, operation, original, (secs,), {})
+
+    return sleep
+
+
+def _wrap_socket(operation: str, original: Callable[..., Any]) -> Callable[..., Any]:
+    """Socket and SSL socket methods: ``_socket`` inline (the socket has a timeout)."""
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        recorder = _recorder
+        if recorder is None or _get_running_loop() is None:
+            return original(*args, **kwargs) if kwargs else original(*args)
+        try:
+            waits = args[0].gettimeout() != 0.0
+        except Exception:
+            waits = False  # no or a bad socket: the original raises its own error
+        if not waits:
+            return original(*args, **kwargs) if kwargs else original(*args)
+        return _blocking_call(recorder, operation, original, args, kwargs)
+
+    return wrapper
+
+
+def _wrap_select(operation: str, original: Callable[..., Any]) -> Callable[..., Any]:
+    """``select.select`` (positional arguments only): ``_select`` inline."""
+
+    def wrapper(*args: Any) -> Any:
+        recorder = _recorder
+        if recorder is None or _get_running_loop() is None:
+            return original(*args)
+        timeout = args[3] if len(args) > 3 else None
+        try:
+            waits = (timeout is None or timeout > 0) and not _called_by_loop_selector()
+        except Exception:
+            waits = False
+        if not waits:
+            return original(*args)
+        return _blocking_call(recorder, operation, original, args, {})
+
+    return wrapper
+
+
+def _wrap_poll(operation: str, original: Callable[..., Any]) -> Callable[..., Any]:
+    """``poll`` of a ``select.poll``/``select.epoll`` object: ``_poller`` inline."""
+
+    def poll(*args: Any, **kwargs: Any) -> Any:
+        recorder = _recorder
+        if recorder is None or _get_running_loop() is None:
+            return original(*args, **kwargs) if kwargs else original(*args)
+        timeout = args[0] if args else None
+        if kwargs:
+            timeout = kwargs.get("timeout", timeout)
+        try:
+            # A negative timeout waits forever; zero is the only non-blocking poll.
+            waits = (timeout is None or timeout != 0) and not _called_by_loop_selector()
+        except Exception:
+            waits = False
+        if not waits:
+            return original(*args, **kwargs) if kwargs else original(*args)
+        return _blocking_call(recorder, operation, original, args, kwargs)
+
+    return _finish(poll, original)
+
+
 def _wrap_fd(operation: str, original: Callable[..., Any]) -> Callable[..., Any]:
     """``os.read``/``os.write``: named positional parameters, no ``*args`` packing.
 
@@ -115,20 +204,26 @@ def _wrap_fd(operation: str, original: Callable[..., Any]) -> Callable[..., Any]
     def wrapper(fd: Any = _MISSING, arg: Any = _MISSING, /) -> Any:
         if arg is _MISSING:  # a bad call: the original raises its own error
             return original() if fd is _MISSING else original(fd)
-        if _get_running_loop() is None:
-            return original(fd, arg)
         recorder = _recorder
-        if recorder is None:
+        if recorder is None or _get_running_loop() is None:
             return original(fd, arg)
         try:
-            waits = _fd_blocks(fd, arg)
+            waits = fd not in _STD_STREAMS and _get_blocking(fd)
         except Exception:
-            waits = False
+            waits = False  # a bad fd: let the original raise its own error
         if not waits:
             return original(fd, arg)
         return _blocking_call(recorder, operation, original, (fd, arg), {})
 
     return wrapper
+
+
+_DEDICATED: dict[Callable[..., bool], Callable[[str, Callable[..., Any]], Callable[..., Any]]] = {
+    _sleep: _wrap_sleep,
+    _socket: _wrap_socket,
+    _select: _wrap_select,
+    _fd_blocks: _wrap_fd,
+}
 
 
 def _finish(wrapper: Callable[..., Any], original: Callable[..., Any]) -> Callable[..., Any]:
@@ -147,7 +242,7 @@ class _WatchedPoller:
 
     def __init__(self, poller: Any, operation: str) -> None:
         self._poller = poller
-        self.poll = _wrap(operation, poller.poll, _bound_poll_predicate)
+        self.poll = _wrap_poll(operation, poller.poll)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._poller, name)
@@ -158,10 +253,6 @@ class _WatchedPoller:
 
     def __exit__(self, *exc: object) -> None:
         self._poller.__exit__(*exc)
-
-
-def _bound_poll_predicate(*args: Any, **kwargs: Any) -> bool:
-    return POLL_PREDICATE(None, *args, **kwargs)
 
 
 def _poller_factory(operation: str, factory: Callable[..., Any]) -> Callable[..., Any]:

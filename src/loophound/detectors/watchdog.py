@@ -126,7 +126,12 @@ class LoopDelays:
         self.total += seconds
         self.maximum = max(self.maximum, seconds)
         for observer in self.observers:
-            observer(seconds, loop_id)
+            try:
+                observer(seconds, loop_id)
+            except Exception:
+                # A failing exporter is dropped and logged once, never the loop's problem.
+                self.observers = tuple(o for o in self.observers if o is not observer)
+                logger.exception("loophound: a loop-delay observer raised and was removed")
 
 
 class _LoopState:
@@ -246,8 +251,8 @@ class Watchdog:
                     state.max_late_ran = now
                 state.ticks += 1
                 state.due = now + interval_ns
+                loop.call_later(interval, tick)  # first: nothing below may stop the ticks
                 delays.observe(late / 1e9, loop_id)
-                loop.call_later(interval, tick)
 
             def start() -> None:
                 state.due = _perf_ns() + interval_ns
@@ -313,6 +318,12 @@ class Watchdog:
             thread.join(timeout)
         self._thread = None
         with self._lock:
+            for state in self._states.values():
+                state.active = False  # its tick stops rescheduling itself
+                if state.stalled:
+                    if state.ticks == state.stall_ticks:
+                        state.max_late_ran = _perf_ns()
+                    self._end_stall(state, _cpu_ns(state.cpu_clock))
             self._states.clear()
 
     def _run(self) -> None:

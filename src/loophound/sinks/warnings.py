@@ -22,15 +22,19 @@ class WarningsSink:
 
     def __init__(self) -> None:
         self._seen: set[str] = set()
-        self._filters_state: tuple[int, int] = (0, -1)
+        self._filters_state: tuple[object, int, object] = (None, -1, None)
 
     def deliver(self, event: Event) -> None:
         """Warn at the culprit line unless this fingerprint already warned."""
         if event.quiet or event.culprit is None:
             return
+        # The list itself and its first filter are held, not their ids: a list freed by
+        # one catch_warnings block is often reallocated at the same address by the next.
         filters = warnings.filters
-        state = (id(filters), len(filters))
-        if state != self._filters_state:
+        seen_list, seen_len, seen_first = self._filters_state
+        first = filters[0] if filters else None
+        state = (filters, len(filters), first)
+        if filters is not seen_list or len(filters) != seen_len or first is not seen_first:
             self._filters_state = state
             self._seen.clear()
         if event.fingerprint in self._seen:

@@ -1,0 +1,165 @@
+"""The guard never hurts the host: uninstall at awkward moments, failing exporters."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import loophound
+from conftest import loud
+
+
+@pytest.fixture
+def libmod(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A module treated as a third-party library (exclude_modules), importable as libmod."""
+    (tmp_path / "libmod.py").write_text(
+        textwrap.dedent(
+            """
+            import asyncio, time
+
+            async def poll(rounds):
+                for _ in range(rounds):
+                    time.sleep(0.03)
+                    await asyncio.sleep(0.01)
+
+            def fetch():
+                time.sleep(0.01)
+                time.sleep(0.02)
+            """
+        )
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import libmod  # type: ignore[import-not-found]
+
+    yield libmod
+    sys.modules.pop("libmod", None)
+
+
+def test_uninstall_inside_a_running_step_does_not_break_the_loop() -> None:
+    """Uninstalling from a coroutine in the middle of a loop step raises nothing into the loop."""
+
+    async def main() -> str:
+        guard = loophound.install(sinks=())
+        await asyncio.sleep(0)
+        guard.uninstall()
+        await asyncio.sleep(0.01)
+        return "done"
+
+    assert asyncio.run(main()) == "done"
+
+
+def test_uninstall_from_an_event_callback_leaves_the_process_clean() -> None:
+    """A callback that uninstalls the guard does uninstall it; a new guard can be installed."""
+    holder: dict[str, loophound.Guard] = {}
+
+    def on_event(_event: loophound.Event) -> None:
+        holder["guard"].uninstall()
+
+    holder["guard"] = loophound.install(sinks=(), on_event=on_event)
+
+    async def main() -> None:
+        time.sleep(0.01)
+
+    asyncio.run(main())
+    deadline = time.monotonic() + 5
+    while holder["guard"].installed and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not holder["guard"].installed
+    assert loophound.active_guard() is None
+    loophound.install(sinks=()).uninstall()
+
+
+def test_no_tick_survives_uninstall() -> None:
+    """After uninstall, the watchdog's tick stops rescheduling itself on the loop."""
+
+    async def main() -> list[Any]:
+        guard = loophound.install(sinks=())
+        await asyncio.sleep(0.1)
+        guard.uninstall()
+        await asyncio.sleep(0.2)
+        loop = asyncio.get_running_loop()
+        return [
+            handle
+            for handle in loop._scheduled  # type: ignore[attr-defined]
+            if "Watchdog" in getattr(handle._callback, "__qualname__", "")
+            and not handle.cancelled()
+        ]
+
+    assert asyncio.run(main()) == []
+
+
+def test_a_failing_loop_delay_observer_is_dropped_and_ticks_go_on() -> None:
+    """An observer of loop delays that raises is removed; ticks continue and no stall appears."""
+    calls = 0
+
+    def observer(_seconds: float, _loop_id: int) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise ValueError("exporter hiccup")
+
+    with loophound.capture(sinks=()) as events:
+        guard = events.guard
+        assert guard is not None
+        guard.loop_delays.observers = (observer,)
+        asyncio.run(asyncio.sleep(0.6))
+        counted = sum(guard.loop_delays.counts)
+    assert calls == 3
+    assert guard.loop_delays.observers == ()
+    assert counted > 10
+    assert loud(list(events)) == []
+
+
+def test_a_library_coroutine_blocking_every_round_is_reported_every_round(libmod: Any) -> None:
+    """Five blocking rounds of one library coroutine are five incidents, not one."""
+    with loophound.capture(sinks=(), exclude_modules=["libmod"]) as events:
+        asyncio.run(libmod.poll(5))
+    sleeps = [e for e in loud(list(events)) if e.operation == "time.sleep"]
+    assert len(sleeps) == 5
+
+
+def test_primitives_of_one_library_call_merge_without_the_watchdog(libmod: Any) -> None:
+    """Two sleeps inside one library call are one event listing both, watchdog or not."""
+
+    async def main() -> None:
+        libmod.fetch()
+
+    with loophound.capture(
+        sinks=(), detectors=("audit", "patches"), exclude_modules=["libmod"]
+    ) as events:
+        asyncio.run(main())
+    found = loud(list(events))
+    # One kind of primitive: the event keeps its name (a mix would be named libmod.fetch).
+    assert [(e.operation, e.primitives) for e in found] == [
+        ("time.sleep", ("time.sleep", "time.sleep"))
+    ]
+
+
+def test_a_stall_in_progress_is_reported_at_uninstall() -> None:
+    """Uninstalling while a worker loop is stalled still delivers that stall."""
+    started = threading.Event()
+    delivered: list[loophound.Event] = []
+
+    async def main() -> None:
+        await asyncio.sleep(0.05)
+        started.set()
+        end = time.perf_counter() + 0.6
+        while time.perf_counter() < end:
+            pass
+
+    guard = loophound.install(sinks=(), on_event=delivered.append)
+    worker = threading.Thread(target=asyncio.run, args=(main(),))
+    worker.start()
+    assert started.wait(10)
+    time.sleep(0.4)
+    guard.uninstall()
+    worker.join(10)
+    assert [e.kind for e in delivered] == ["stall"]
