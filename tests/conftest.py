@@ -1,41 +1,30 @@
-"""Shared helpers: run a coroutine on a fresh loop under a capture, find events."""
+"""Fixtures for every test; the helpers tests import live in helpers.py beside this file."""
 
 from __future__ import annotations
 
-import asyncio
 import os
+import socket
 import sys
-from collections.abc import Callable, Coroutine, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
 
 import loophound
-from loophound import Event
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-
-def run_captured(main: Callable[[], Coroutine[Any, Any, Any]], **config: Any) -> list[Event]:
-    """Run ``main()`` with ``asyncio.run`` inside ``loophound.capture(**config)``."""
-    config.setdefault("sinks", ())
-    with loophound.capture(**config) as events:
-        asyncio.run(main())
-    return list(events)
+from helpers import BOUND
 
 
-def line_of(marker: str, path: str) -> int:
-    """Return the line number in ``path`` of the line that contains ``marker``."""
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if marker in line and "line_of(" not in line:
-                return number
-    raise AssertionError(f"{marker!r} not found in {path}")
-
-
-def loud(events: list[Event]) -> list[Event]:
-    """Return the events that are not quiet (module loads are quiet)."""
-    return [e for e in events if not e.quiet]
+@pytest.fixture
+def listener() -> Iterator[socket.socket]:
+    """A TCP socket listening on 127.0.0.1, closed after the test."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.settimeout(BOUND)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(8)
+    yield sock
+    sock.close()
 
 
 @pytest.fixture(autouse=True)

@@ -16,6 +16,9 @@ from loophound.detectors.watchdog import StallRecord
 
 __all__ = ["StallEvents"]
 
+#: Below this share of the stall's wall time in CPU, the loop thread was waiting.
+_CPU_SHARE = 0.2
+
 FrameOf = Callable[[CodeType, int], Frame]
 FingerprintOf = Callable[[str, CodeType | None, Frame | None], str]
 
@@ -70,7 +73,9 @@ class StallEvents:
         duration = stall.duration_ns / 1e9
         operation = "stall"
         if stall.cpu is not None:
-            operation = "cpu" if stall.cpu * 2 >= duration else "blocked"
+            # A waiting thread uses next to no CPU; a computing one gets its share of a
+            # core even on a loaded machine, where that share may fall well below half.
+            operation = "cpu" if stall.cpu >= duration * _CPU_SHARE else "blocked"
         return self._event(
             "stall",
             operation,

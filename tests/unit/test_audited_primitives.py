@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import line_of, loud, run_captured
+from helpers import line_of, loud, run_captured
 from loophound import BlockingCallError, BlockingCallWarning, Event
 
 BOUND = 5.0  # upper bound of a wait that is expected to succeed
@@ -245,17 +245,6 @@ def test_os_system_is_flagged() -> None:
 
 
 # --- network -----------------------------------------------------------------------
-
-
-@pytest.fixture
-def listener() -> Iterator[socket.socket]:
-    """A TCP socket listening on 127.0.0.1, closed after the test."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.settimeout(BOUND)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(8)
-    yield sock
-    sock.close()
 
 
 def test_create_connection_is_one_event(listener: socket.socket) -> None:

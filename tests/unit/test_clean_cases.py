@@ -20,28 +20,14 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 import loophound
-from conftest import line_of, loud, run_captured
+from helpers import line_of, loud, run_captured
 
 BOUND = 5.0  # upper bound of a wait that is expected to succeed
 SHORT = 0.01
 SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(__file__))), "src")
-
-
-@pytest.fixture
-def listener() -> Iterator[socket.socket]:
-    """A TCP socket listening on 127.0.0.1, closed after the test."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.settimeout(BOUND)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(8)
-    yield sock
-    sock.close()
 
 
 def blocking_work(directory: Path, address: tuple[str, int]) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 import loophound
+from helpers import primitives_now
 from loophound import ConfigurationError
 
 ORIGINALS: dict[str, object] = {
@@ -26,13 +27,7 @@ ORIGINALS: dict[str, object] = {
 
 def current_primitives() -> dict[str, object]:
     """Return the objects the names of ``ORIGINALS`` point at right now."""
-    return {
-        "time.sleep": time.sleep,
-        "socket.socket.recv": socket.socket.recv,
-        "threading.Event.wait": threading.Event.wait,
-        "select.select": select.select,
-        "os.read": os.read,
-    }
+    return primitives_now()
 
 
 def assert_nothing_installed() -> None:

@@ -13,7 +13,7 @@ import time
 import pytest
 
 import loophound
-from conftest import loud
+from helpers import loud, primitives_now
 from loophound import ConfigurationError, Event
 
 ORIGINALS: dict[str, object] = {
@@ -28,13 +28,7 @@ WAIT = 10.0  # upper bound of every wait in this file; never reached when all is
 
 def current_primitives() -> dict[str, object]:
     """Return the objects the names of ``ORIGINALS`` point at right now."""
-    return {
-        "time.sleep": time.sleep,
-        "socket.socket.recv": socket.socket.recv,
-        "threading.Event.wait": threading.Event.wait,
-        "select.select": select.select,
-        "os.read": os.read,
-    }
+    return primitives_now()
 
 
 def nap() -> None:

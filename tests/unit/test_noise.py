@@ -25,7 +25,7 @@ import pytest
 
 import loophound
 import loophound._recorder as recorder_module
-from conftest import line_of, loud, run_captured
+from helpers import line_of, loud, run_captured
 from loophound.sinks.jsonl import event_record
 
 HELPER_SOURCE = """

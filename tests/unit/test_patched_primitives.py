@@ -27,7 +27,7 @@ from collections.abc import Iterator
 import pytest
 
 import loophound
-from conftest import line_of, loud, run_captured
+from helpers import line_of, loud, run_captured
 from loophound import BlockingCallError, BlockingCallWarning, Event
 
 SHORT = 0.01  # timeout of a wait that is expected to time out
@@ -83,17 +83,6 @@ def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
     yield a, b
     a.close()
     b.close()
-
-
-@pytest.fixture
-def listener() -> Iterator[socket.socket]:
-    """A TCP socket listening on 127.0.0.1, closed after the test."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.settimeout(BOUND)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(4)
-    yield sock
-    sock.close()
 
 
 def test_socket_recv_is_flagged(pair: tuple[socket.socket, socket.socket]) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 import loophound
-from conftest import loud
+from helpers import loud
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import loophound
-from conftest import line_of, loud, run_captured
+from helpers import line_of, loud, run_captured
 from loophound import BlockingCallWarning, Event
 
 if TYPE_CHECKING:

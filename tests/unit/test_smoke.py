@@ -6,7 +6,7 @@ import asyncio
 import time
 
 import loophound
-from conftest import line_of, loud, run_captured
+from helpers import line_of, loud, run_captured
 
 
 def test_sleep_on_the_loop_is_one_event_at_the_culprit_line() -> None:

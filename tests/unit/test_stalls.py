@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 import loophound
-from conftest import line_of, loud
+from helpers import line_of, loud
 from loophound import Event
 
 uvloop = pytest.importorskip("uvloop")

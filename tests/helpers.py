@@ -1,0 +1,51 @@
+"""Helpers the tests import: run a coroutine under a capture, find lines and events."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import select
+import socket
+import threading
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import loophound
+from loophound import Event
+
+#: Upper bound of a wait that is expected to succeed.
+BOUND = 5.0
+
+
+def primitives_now() -> dict[str, object]:
+    """Return the objects some patched names point at right now (to prove restoration)."""
+    return {
+        "time.sleep": time.sleep,
+        "socket.socket.recv": socket.socket.recv,
+        "threading.Event.wait": threading.Event.wait,
+        "select.select": select.select,
+        "os.read": os.read,
+    }
+
+
+def run_captured(main: Callable[[], Coroutine[Any, Any, Any]], **config: Any) -> list[Event]:
+    """Run ``main()`` with ``asyncio.run`` inside ``loophound.capture(**config)``."""
+    config.setdefault("sinks", ())
+    with loophound.capture(**config) as events:
+        asyncio.run(main())
+    return list(events)
+
+
+def line_of(marker: str, path: str) -> int:
+    """Return the line number in ``path`` of the line that contains ``marker``."""
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if marker in line and "line_of(" not in line:
+                return number
+    raise AssertionError(f"{marker!r} not found in {path}")
+
+
+def loud(events: list[Event]) -> list[Event]:
+    """Return the events that are not quiet (module loads are quiet)."""
+    return [e for e in events if not e.quiet]
