@@ -30,6 +30,10 @@ request_var: contextvars.ContextVar[Mapping[str, str] | None] = contextvars.Cont
 allowed_reason = _allow_var.get
 current_request = request_var.get
 
+#: Requests in flight per event loop (``id(loop)`` -> request ids), kept by the ASGI
+#: middleware; the watchdog copies a loop's set when it stalls: those requests waited.
+in_flight: dict[int, set[str]] = {}
+
 
 class allow_blocking:  # noqa: N801 - used like contextlib's lower-case helpers
     """Allow blocking calls in this scope, for this task and the tasks it starts.

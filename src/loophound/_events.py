@@ -64,6 +64,8 @@ class Event:
     samples: Mapping[str, int] | None = None
     #: CPU seconds the loop thread used during the stall (None where unknown).
     loop_cpu: float | None = None
+    #: Ids of the other requests in flight on this loop while it stalled: they waited.
+    victims: tuple[str, ...] = ()
     #: The culprit module's globals: the registry and source loader that
     #: ``warnings.warn_explicit`` wants. Not compared, not printed, not serialized.
     module_globals: Mapping[str, Any] | None = field(default=None, repr=False, compare=False)

@@ -211,6 +211,7 @@ class Merger:
             detectors=("watchdog",),
             samples=samples,
             loop_cpu=stall.cpu,
+            victims=stall.victims,
         )
 
     # -- time ----------------------------------------------------------------------------

@@ -91,6 +91,7 @@ class StallEvents:
             stall.request,
             samples=dict(folded),
             loop_cpu=stall.cpu,
+            victims=stall.victims,
         )
 
     def step(self, step: StepRecord) -> Event | None:

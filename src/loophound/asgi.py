@@ -14,6 +14,7 @@ only when Django is already imported and configured.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import itertools
 import sys
@@ -22,7 +23,7 @@ from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
 from loophound._config import Config, resolve_config
-from loophound._context import request_var
+from loophound._context import in_flight, request_var
 from loophound._guard import Guard, active_guard, install
 
 __all__ = ["LoophoundMiddleware"]
@@ -102,11 +103,15 @@ class LoophoundMiddleware:
             await self.app(scope, receive, send)
             return
         self._ensure_installed()
-        token = request_var.set(self._describe(scope))
+        request = self._describe(scope)
+        waiting = in_flight.setdefault(id(asyncio.get_running_loop()), set())
+        waiting.add(request["id"])
+        token = request_var.set(request)
         try:
             await self.app(scope, receive, send)
         finally:
             request_var.reset(token)
+            waiting.discard(request["id"])
 
     def _lifespan_receive(self, receive: Receive) -> Receive:
         async def wrapped() -> Message:

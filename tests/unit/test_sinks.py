@@ -42,6 +42,7 @@ JSONL_FIELDS = {
     "primitives",
     "samples",
     "loop_cpu",
+    "victims",
 }
 
 

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from types import CodeType, FrameType
 from typing import Any
 
-from loophound._context import allowed_reason_in, request_in
+from loophound._context import allowed_reason_in, in_flight, request_in
 from loophound._frames import FrameKinds, walk_to_culprit
 
 __all__ = ["LoopDelays", "StallRecord", "Watchdog"]
@@ -82,6 +82,7 @@ class StallRecord:
         "task",
         "thread_id",
         "thread_name",
+        "victims",
     )
 
     def __init__(self, state: _LoopState, duration_ns: int, cpu: float | None) -> None:
@@ -99,6 +100,8 @@ class StallRecord:
         #: The request of the stalled task, read when the stall began (a context is
         #: mutable: the request's scope is reset in it when the request ends).
         self.request = state.stall_request
+        #: The other requests in flight on the loop when it stalled.
+        self.victims = state.stall_victims
 
 
 class LoopDelays:
@@ -151,6 +154,7 @@ class _LoopState:
         "stall_started",
         "stall_task",
         "stall_ticks",
+        "stall_victims",
         "stalled",
         "suspended_until",
         "thread_id",
@@ -182,6 +186,7 @@ class _LoopState:
         self.stall_context: Any = None
         self.stall_allowed = False
         self.stall_request: Any = None
+        self.stall_victims: tuple[str, ...] = ()
 
 
 class Watchdog:
@@ -418,6 +423,11 @@ class Watchdog:
             context = self._context_of(state.thread_id)
         state.stall_context = context
         state.stall_request = request_in(context)
+        # Copied under the GIL while the loop thread is stuck: it cannot change now.
+        waiting = set(in_flight.get(id(state.loop), ()))
+        own = state.stall_request.get("id") if isinstance(state.stall_request, dict) else None
+        waiting.discard(own)
+        state.stall_victims = tuple(sorted(waiting))
         state.stall_allowed = False
 
     def _sample(self, state: _LoopState, snapshot: dict[int, FrameType]) -> None:

@@ -44,6 +44,7 @@ def event_record(event: Event) -> dict[str, Any]:
         "primitives": list(event.primitives),
         "samples": None if event.samples is None else dict(event.samples),
         "loop_cpu": event.loop_cpu,
+        "victims": list(event.victims),
     }
 
 
