@@ -4,8 +4,9 @@ Each entry is data: where the primitive lives, the operation name events carry, 
 a predicate with the primitive's own signature that answers "can this call wait?".
 A call that cannot wait (``sleep(0)``, ``timeout=0``, a non-blocking socket, an
 uncontended semaphore, a non-empty queue) is never an incident. The patch detector
-gives some predicates (``_sleep``, ``_socket``, ``_select``, ``_fd_blocks``, the
-pollers' ``_poller``) a dedicated wrapper that checks the same condition inline.
+gives some predicates (``_sleep``, ``_socket``, ``_select``, ``_queue_get``,
+``_queue_put``, ``_fd_blocks``, the pollers' ``_poller``) a dedicated wrapper that
+checks the same condition inline.
 """
 
 from __future__ import annotations
@@ -73,9 +74,10 @@ def _called_by_loop_selector(depth: int = 2) -> bool:
 
 # "The timeout lets the call wait" (``timeout is None or timeout > 0``) is written out
 # in each predicate below: a helper would be one more Python call on every pass-through
-# (bench/passthrough.py). ``_sleep``, ``_socket``, ``_select``, ``_poller`` and
-# ``_fd_blocks`` are also written out in the patch detector's dedicated wrappers; these
-# functions stay the reference for what those wrappers check.
+# (bench/passthrough.py). ``_sleep``, ``_socket``, ``_select``, ``_poller``,
+# ``_queue_get``, ``_queue_put`` and ``_fd_blocks`` are also written out in the patch
+# detector's dedicated wrappers; these functions stay the reference for what those
+# wrappers check.
 
 
 def _select(_r: Any, _w: Any, _x: Any, timeout: float | None = None, /) -> bool:

@@ -28,6 +28,8 @@ from loophound.detectors.patch_table import (
     _called_by_loop_selector,
     _fd_blocks,
     _get_blocking,
+    _queue_get,
+    _queue_put,
     _select,
     _sleep,
     _socket,
@@ -136,7 +138,26 @@ def _wrap_sleep(operation: str, original: Callable[..., Any]) -> Callable[..., A
 
 
 def _wrap_socket(operation: str, original: Callable[..., Any]) -> Callable[..., Any]:
-    """Socket and SSL socket methods: ``_socket`` inline (the socket has a timeout)."""
+    """Socket and SSL socket methods: ``_socket`` inline (the socket has a timeout).
+
+    ``socket.socket``'s methods that take no keyword arguments get a wrapper without
+    ``**kwargs`` (one dict less per call); a keyword still raises ``TypeError``.
+    """
+    if operation in _POSITIONAL_SOCKET_OPERATIONS:
+
+        def positional(*args: Any) -> Any:
+            recorder = _recorder
+            if recorder is None or _get_running_loop() is None:
+                return original(*args)
+            try:
+                waits = args[0].gettimeout() != 0.0
+            except Exception:
+                waits = False  # no or a bad socket: the original raises its own error
+            if not waits:
+                return original(*args)
+            return _blocking_call(recorder, operation, original, args, {})
+
+        return positional
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         recorder = _recorder
@@ -153,6 +174,17 @@ def _wrap_socket(operation: str, original: Callable[..., Any]) -> Callable[..., 
     return wrapper
 
 
+#: ``socket.socket`` methods that take no keyword arguments (C methods parsed as
+#: positional only, and the Python ``accept(self)``).
+_POSITIONAL_SOCKET_OPERATIONS = frozenset(
+    f"socket.{m}"
+    for m in (
+        *("accept", "connect", "recv", "recvfrom", "recvmsg"),
+        *("send", "sendall", "sendto", "sendmsg"),
+    )
+)
+
+
 def _wrap_select(operation: str, original: Callable[..., Any]) -> Callable[..., Any]:
     """``select.select`` (positional arguments only): ``_select`` inline."""
 
@@ -160,7 +192,13 @@ def _wrap_select(operation: str, original: Callable[..., Any]) -> Callable[..., 
         recorder = _recorder
         if recorder is None or _get_running_loop() is None:
             return original(*args)
-        timeout = args[3] if len(args) > 3 else None
+        n = len(args)
+        if n == 4:
+            timeout = args[3]
+        elif n == 3:
+            timeout = None
+        else:  # a bad call: the original raises its own error
+            return original(*args)
         try:
             waits = (timeout is None or timeout > 0) and not _called_by_loop_selector()
         except Exception:
@@ -194,6 +232,42 @@ def _wrap_poll(operation: str, original: Callable[..., Any]) -> Callable[..., An
     return _finish(poll, original)
 
 
+def _wrap_queue_get(operation: str, original: Callable[..., Any]) -> Callable[..., Any]:
+    """``queue.Queue.get``: the original's own signature, ``_queue_get`` inline."""
+
+    def get(q: Any, block: Any = True, timeout: Any = None) -> Any:
+        recorder = _recorder
+        if recorder is None or _get_running_loop() is None:
+            return original(q, block, timeout)
+        try:
+            waits = block and (timeout is None or timeout > 0) and not q._qsize()
+        except Exception:
+            waits = False
+        if not waits:
+            return original(q, block, timeout)
+        return _blocking_call(recorder, operation, original, (q, block, timeout), {})
+
+    return get
+
+
+def _wrap_queue_put(operation: str, original: Callable[..., Any]) -> Callable[..., Any]:
+    """``queue.Queue.put``: the original's own signature, ``_queue_put`` inline."""
+
+    def put(q: Any, item: Any, block: Any = True, timeout: Any = None) -> Any:
+        recorder = _recorder
+        if recorder is None or _get_running_loop() is None:
+            return original(q, item, block, timeout)
+        try:
+            waits = block and (timeout is None or timeout > 0) and 0 < q.maxsize <= q._qsize()
+        except Exception:
+            waits = False
+        if not waits:
+            return original(q, item, block, timeout)
+        return _blocking_call(recorder, operation, original, (q, item, block, timeout), {})
+
+    return put
+
+
 def _wrap_fd(operation: str, original: Callable[..., Any]) -> Callable[..., Any]:
     """``os.read``/``os.write``: named positional parameters, no ``*args`` packing.
 
@@ -222,6 +296,8 @@ _DEDICATED: dict[Callable[..., bool], Callable[[str, Callable[..., Any]], Callab
     _sleep: _wrap_sleep,
     _socket: _wrap_socket,
     _select: _wrap_select,
+    _queue_get: _wrap_queue_get,
+    _queue_put: _wrap_queue_put,
     _fd_blocks: _wrap_fd,
 }
 
