@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import http.server
 import os
 import select
 import socket
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 import loophound
@@ -49,3 +51,34 @@ def line_of(marker: str, path: str) -> int:
 def loud(events: list[Event]) -> list[Event]:
     """Return the events that are not quiet (module loads are quiet)."""
     return [e for e in events if not e.quiet]
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    """Answers every GET with 200 and ``ok``."""
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        """Stay silent."""
+
+
+@contextlib.contextmanager
+def http_server() -> Iterator[int]:
+    """Serve on 127.0.0.1 in a thread for the block; yield the port."""
+    server = http.server.HTTPServer(("127.0.0.1", 0), _Handler)
+    server.timeout = 5
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+        assert not thread.is_alive()

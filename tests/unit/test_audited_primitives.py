@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import line_of, loud, run_captured
+from helpers import http_server, line_of, loud, run_captured
 from loophound import BlockingCallError, BlockingCallWarning, Event
 
 BOUND = 5.0  # upper bound of a wait that is expected to succeed
@@ -339,27 +339,8 @@ def test_http_connection_connect_is_one_event(listener: socket.socket) -> None:
 @pytest.fixture
 def http_url() -> Iterator[str]:
     """A URL (with a query string) served by http.server in a thread on 127.0.0.1."""
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Length", "2")
-            self.end_headers()
-            self.wfile.write(b"ok")
-
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-            pass
-
-    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/page?token=secret"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(BOUND)
-    assert not thread.is_alive()
+    with http_server() as port:
+        yield f"http://127.0.0.1:{port}/page?token=secret"
 
 
 def test_urlopen_is_one_event(http_url: str) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import http.server
 import importlib
 import inspect
 import json
@@ -13,7 +12,6 @@ import select
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -25,7 +23,7 @@ import pytest
 
 import loophound
 import loophound._recorder as recorder_module
-from helpers import line_of, loud, run_captured
+from helpers import http_server, line_of, loud, run_captured
 from loophound.sinks.jsonl import event_record
 
 HELPER_SOURCE = """
@@ -209,37 +207,6 @@ def test_unused_allow_rules_are_listed_and_logged(caplog: pytest.LogCaptureFixtu
     assert len(messages) == 1
     assert "module:nothing.here" in messages[0]
     assert "operation:time.sleep" not in messages[0]
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    """Answers every GET with 200 and ``ok``."""
-
-    def do_GET(self) -> None:
-        self.send_response(200)
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        self.wfile.write(b"ok")
-
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-        """Stay silent."""
-
-
-@contextlib.contextmanager
-def http_server() -> Iterator[int]:
-    """Serve on 127.0.0.1 in a thread for the block; yield the port."""
-    server = http.server.HTTPServer(("127.0.0.1", 0), _Handler)
-    server.timeout = 5
-    thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-    )
-    thread.start()
-    try:
-        yield server.server_address[1]
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
-        assert not thread.is_alive()
 
 
 def test_urls_are_redacted() -> None:

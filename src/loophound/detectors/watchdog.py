@@ -38,6 +38,8 @@ __all__ = ["LoopDelays", "StallRecord", "Watchdog"]
 logger = logging.getLogger("loophound")
 _perf_ns = time.perf_counter_ns
 _MAX_SAMPLES = 2_000
+#: Longest sleep of the watchdog thread (it wakes earlier for loops that may stall).
+_MAX_SLEEP_NS = 500_000_000
 _SCAN_LIMIT = 256
 
 
@@ -214,7 +216,9 @@ class Watchdog:
         self._states: dict[int, _LoopState] = {}
         # Re-entrant: a check that finds a closed loop forgets it under the same lock.
         self._lock = threading.RLock()
-        self._stop = threading.Event()
+        #: Set to wake the thread early: a new loop to plan for, or stop.
+        self._wake = threading.Event()
+        self._stopping = False
         self._thread: threading.Thread | None = None
         self._epoch_offset = time.time_ns() - _perf_ns()
 
@@ -222,10 +226,10 @@ class Watchdog:
     def interval_for(threshold: float) -> float:
         """Return the tick interval for a threshold.
 
-        A tick every fifth of the threshold: a step of 1.5x the threshold is late by at
-        least 1.3x, a step of half the threshold never by more than half.
+        A tick every 0.3 threshold: a step of 1.5x the threshold is late by at least
+        1.2x, a step of half the threshold never by more than half.
         """
-        return min(max(threshold / 5, 0.005), 0.1)
+        return min(max(threshold * 0.3, 0.005), 0.1)
 
     # -- which loops -------------------------------------------------------------------
 
@@ -270,6 +274,7 @@ class Watchdog:
                 loop.call_soon_threadsafe(start)
             except RuntimeError:  # closed
                 del self._states[thread_id]
+        self._wake.set()  # plan the next look with this loop in it
 
     def forget(self, thread_id: int) -> None:
         """Stop watching the loop of ``thread_id`` (its loop stopped).
@@ -311,13 +316,15 @@ class Watchdog:
 
     def start(self) -> None:
         """Start the watchdog thread."""
-        self._stop.clear()
+        self._stopping = False
+        self._wake.clear()
         self._thread = threading.Thread(target=self._run, name="loophound-watchdog", daemon=True)
         self._thread.start()
 
     def stop(self, timeout: float) -> None:
         """Stop the thread; a stall in progress is reported as it stands."""
-        self._stop.set()
+        self._stopping = True
+        self._wake.set()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
@@ -333,26 +340,45 @@ class Watchdog:
 
     def _run(self) -> None:
         try:
-            expected = _perf_ns()
             tick = self.interval
-            while not self._stop.wait(tick):
-                # First thing after waking: after a GIL-holding C call this thread gets
-                # the GIL the moment the call returns to its caller, so this look at
-                # the loop thread's stack shows the line that made the call.
-                snapshot = sys._current_frames()
+            expected = _perf_ns() + int(tick * 1e9)
+            while True:
+                self._wake.wait(tick)
+                if self._stopping:
+                    return
+                self._wake.clear()
                 now = _perf_ns()
-                overslept = now - expected - int(tick * 1e9)
-                stalled = False
                 with self._lock:
-                    for state in list(self._states.values()):
+                    states = list(self._states.values())
+                    threshold = self.threshold_ns
+                    if any(s.stalled or now - s.due > threshold for s in states):
+                        # Before anything else: after a GIL-holding C call this thread
+                        # gets the GIL the moment the call returns to its caller, so this
+                        # look at the loop thread's stack shows the line that made it.
+                        snapshot = sys._current_frames()
+                    else:
+                        snapshot = {}
+                    overslept = now - expected
+                    stalled = False
+                    for state in states:
                         stalled = self._check(state, now, overslept, snapshot) or stalled
-                del snapshot
-                tick = self.sample_interval if stalled else self.interval
-                # Measured from the top of this pass: a process stopped in the middle of
-                # it still shows up as an overslept tick next time.
-                expected = now
+                    del snapshot
+                    tick = self._next_sleep(states, now, stalled=stalled)
+                expected = now + int(tick * 1e9)
         except Exception:
             logger.exception("loophound: the watchdog failed and is disabled")
+
+    def _next_sleep(self, states: list[_LoopState], now: int, *, stalled: bool) -> float:
+        """Sleep until the first moment a loop could be declared stalled (idle costs less).
+
+        A loop whose tick is due at ``due`` cannot be stalled before ``due + threshold``;
+        a stall that late is always still going on then, so waking at that moment
+        catches it in the act. While a loop is stalled, sample every few milliseconds.
+        """
+        if stalled:
+            return self.sample_interval
+        earliest = min((s.due for s in states), default=now + _MAX_SLEEP_NS) + self.threshold_ns
+        return min(max((earliest - now) / 1e9, self.sample_interval), _MAX_SLEEP_NS / 1e9)
 
     def _check(
         self, state: _LoopState, now: int, overslept: int, snapshot: dict[int, FrameType]
