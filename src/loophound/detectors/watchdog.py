@@ -142,13 +142,13 @@ class LoopDelays:
 class _LoopState:
     __slots__ = (
         "active",
+        "consumed",
         "cpu_clock",
         "cpu_seen",
         "cpu_start",
         "due",
         "loop",
-        "max_late",
-        "max_late_ran",
+        "peak",
         "samples",
         "stall_allowed",
         "stall_context",
@@ -174,8 +174,11 @@ class _LoopState:
         #: When the loop's next tick is due (perf_counter ns); far away until started.
         self.due = 1 << 62
         self.ticks = 0
-        self.max_late = 0
-        self.max_late_ran = 0
+        #: (lateness, when it ran) of the latest tick since ``consumed``, written by the
+        #: loop thread in one assignment; the watchdog only moves ``consumed``.
+        self.peak = (0, 0)
+        #: Ticks that ran at or before this time were already accounted for.
+        self.consumed = 0
         #: The end of the last window in which the whole process did not run; loop
         #: lateness that began before it is not the loop's fault.
         self.suspended_until = 0
@@ -255,9 +258,9 @@ class Watchdog:
                 now = _perf_ns()
                 late = now - state.due
                 late = max(late, 0)
-                if late > state.max_late:
-                    state.max_late = late
-                    state.max_late_ran = now
+                peak = state.peak
+                if late > peak[0] or peak[1] <= state.consumed:
+                    state.peak = (late, now)
                 state.ticks += 1
                 state.due = now + interval_ns
                 loop.call_later(interval, tick)  # first: nothing below may stop the ticks
@@ -287,10 +290,9 @@ class Watchdog:
                 return
             state.active = False
             if state.stalled:
-                if state.ticks == state.stall_ticks:
-                    # The loop stopped right after the stalled step: it ended by now.
-                    state.max_late_ran = _perf_ns()
-                self._end_stall(state, _cpu_ns(state.cpu_clock))
+                # If the loop stopped right after the stalled step, it ended by now.
+                ended = _perf_ns() if state.ticks == state.stall_ticks else None
+                self._end_stall(state, _cpu_ns(state.cpu_clock), ended)
 
     def flush(self) -> None:
         """Report every stall that has ended but was not reported yet."""
@@ -333,9 +335,8 @@ class Watchdog:
             for state in self._states.values():
                 state.active = False  # its tick stops rescheduling itself
                 if state.stalled:
-                    if state.ticks == state.stall_ticks:
-                        state.max_late_ran = _perf_ns()
-                    self._end_stall(state, _cpu_ns(state.cpu_clock))
+                    ended = _perf_ns() if state.ticks == state.stall_ticks else None
+                    self._end_stall(state, _cpu_ns(state.cpu_clock), ended)
             self._states.clear()
 
     def _run(self) -> None:
@@ -397,7 +398,7 @@ class Watchdog:
             # The whole process did not run (SIGSTOP, a paused VM): not the loop's
             # fault. Ignore this gap, and a late tick it caused, until the loop ticks.
             state.suspended_until = now
-            state.max_late = 0
+            state.consumed = now
             return False
         if state.stalled:
             if state.ticks != state.stall_ticks:  # the loop moved again
@@ -405,15 +406,16 @@ class Watchdog:
                 return False
             self._sample(state, snapshot)
             return True
+        late, ran = state.peak
         if (
-            state.max_late > self.threshold_ns
-            and state.max_late_ran - state.max_late >= state.suspended_until
+            ran > state.consumed
+            and late > self.threshold_ns
+            and ran - late >= state.suspended_until
         ):
             # A stall that began and ended between two looks (this thread could not
             # run in time): the late tick proves it; no sample names its line.
-            self._begin_stall(state, state.max_late_ran - state.max_late, None)
-            self._end_stall(state, None)
-            state.max_late = 0
+            self._begin_stall(state, ran - late, None)
+            self._end_stall(state, None, ran)
             return False
         if now - state.due <= self.threshold_ns or state.due < state.suspended_until:
             return False
@@ -429,7 +431,7 @@ class Watchdog:
     def _begin_stall(self, state: _LoopState, started: int, cpu: int | None) -> None:
         state.stalled = True
         state.stall_ticks = state.ticks
-        state.max_late = 0
+        state.consumed = _perf_ns()
         state.samples = []
         state.stall_started = started
         state.cpu_start = cpu
@@ -478,10 +480,12 @@ class Watchdog:
             probe = probe.f_back
         state.samples.append(Sample(codes, walk.culprit))
 
-    def _end_stall(self, state: _LoopState, cpu: int | None) -> None:
+    def _end_stall(self, state: _LoopState, cpu: int | None, ended: int | None = None) -> None:
         state.stalled = False
-        duration = state.max_late_ran - state.stall_started
-        state.max_late = 0  # consumed: the late tick that ended this stall
+        if ended is None:
+            ended = state.peak[1]  # when the late tick that ended the stall ran
+        duration = ended - state.stall_started
+        state.consumed = max(state.consumed, ended)
         used = None
         if cpu is not None and state.cpu_start is not None:
             used = (cpu - state.cpu_start) / 1e9
