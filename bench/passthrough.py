@@ -105,6 +105,47 @@ def _sleep_wrapper_only() -> Callable[[], Callable[..., Any]]:
     return lambda: wrapped if loophound.active_guard() is not None else _noop_sleep
 
 
+class _PlainSocket(socket.socket):
+    """A socket whose methods are pinned to the originals: ``sock.recv`` without loophound."""
+
+    recv = socket.socket.recv
+    send = socket.socket.send
+    accept = socket.socket.accept
+
+
+class _WatchedSocket(socket.socket):
+    """A socket that finds its methods on ``socket.socket``, patched once installed."""
+
+    __loophound_original__ = True  # the harness' "is this the patched side" mark
+
+
+def _socket_pair(cls: type[socket.socket], stack: contextlib.ExitStack, data: bytes) -> Any:
+    a, b = socket.socketpair()
+    sock = cls(a.family, a.type, a.proto, a.detach())
+    sock.setblocking(False)  # noqa: FBT003
+    b.setblocking(False)  # noqa: FBT003
+    if data:
+        b.send(data)
+    sock.peer = b  # type: ignore[attr-defined]
+    stack.callback(sock.close)
+    stack.callback(b.close)
+    return sock
+
+
+def _socket_listener(cls: type[socket.socket], stack: contextlib.ExitStack) -> Any:
+    sock = cls(socket.AF_INET, socket.SOCK_STREAM)
+    stack.callback(sock.close)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    sock.setblocking(False)  # noqa: FBT003
+    return sock
+
+
+def _sockets(plain: Any, watched: Any) -> Callable[[], Any]:
+    """``f`` is a socket: the plain one before install, the watched one after."""
+    return lambda: watched if loophound.active_guard() is not None else plain
+
+
 class Fixtures:
     """Objects the statements use, all in a state where no call can wait."""
 
@@ -114,6 +155,18 @@ class Fixtures:
         stack.callback(self.sb.close)
         self.sa.setblocking(False)  # noqa: FBT003
         self.sb.setblocking(False)  # noqa: FBT003
+        # ``sock.recv(...)`` as user code writes it: one socket of each kind per case.
+        self.sockets = {
+            kind: (
+                _socket_pair(_PlainSocket, stack, data),
+                _socket_pair(_WatchedSocket, stack, data),
+            )
+            for kind, data in (("empty", b""), ("waiting", b"x"))
+        }
+        self.listeners = (
+            _socket_listener(_PlainSocket, stack),
+            _socket_listener(_WatchedSocket, stack),
+        )
         # A pair with one byte always waiting: MSG_PEEK reads it without taking it.
         self.pa, self.pb = socket.socketpair()
         stack.callback(self.pa.close)
@@ -171,26 +224,26 @@ def cases(fx: Fixtures) -> list[Case]:
         Case(
             "socket.recv",
             "sock.recv(1, MSG_PEEK)  # non-blocking, data waiting",
-            "f(pb, 1, 2)",
-            _attr(socket.socket, "recv"),
+            "f.recv(1, 2)",
+            _sockets(*fx.sockets["waiting"]),
         ),
         Case(
             "socket.recv",
             "sock.recv(1)  # non-blocking, no data",
-            nonblocking.format(call="f(sa, 1)"),
-            _attr(socket.socket, "recv"),
+            nonblocking.format(call="f.recv(1)"),
+            _sockets(*fx.sockets["empty"]),
         ),
         Case(
             "socket.send",
             "sock.send(b'x')  # non-blocking",
-            "f(sa, b'x'); recv0(sb, 1)",
-            _attr(socket.socket, "send"),
+            "f.send(b'x'); recv0(f.peer, 1)",
+            _sockets(*fx.sockets["empty"]),
         ),
         Case(
             "socket.accept",
             "listener.accept()  # non-blocking, none pending",
-            nonblocking.format(call="f(listener)"),
-            _attr(socket.socket, "accept"),
+            nonblocking.format(call="f.accept()"),
+            _sockets(*fx.listeners),
         ),
         Case(
             "select.select",
