@@ -31,7 +31,7 @@ from types import CodeType, FrameType
 from typing import Any
 
 from loophound._context import allowed_reason_in, in_flight, request_in
-from loophound._frames import FrameKinds, walk_to_culprit
+from loophound._frames import FrameKinds, extend, walk_to_culprit
 
 __all__ = ["LoopDelays", "StallRecord", "Watchdog"]
 
@@ -472,13 +472,8 @@ class Watchdog:
             # Only the loop's own frames: the stalled step already ended (or had not
             # begun); this sample cannot name a culprit.
             walk.culprit = -1
-        codes = walk.codes
-        culprit_frame = walk.culprit_frame
-        probe = culprit_frame.f_back if culprit_frame is not None else None
-        while probe is not None and len(codes) < self._max_frames:
-            codes.append((probe.f_code, probe.f_lineno))
-            probe = probe.f_back
-        state.samples.append(Sample(codes, walk.culprit))
+        extend(walk, self._max_frames)
+        state.samples.append(Sample(walk.codes, walk.culprit))
 
     def _end_stall(self, state: _LoopState, cpu: int | None, ended: int | None = None) -> None:
         state.stalled = False
