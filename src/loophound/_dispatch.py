@@ -95,6 +95,9 @@ class Dispatcher:
             return
         q.put(record)
 
+    def _queue_empty(self) -> bool:
+        return self._queue.qsize() == 0
+
     def add_sink(self, sink: Sink) -> None:
         """Add a sink (copy on write: the dispatcher thread reads a tuple)."""
         self._sinks = (*self._sinks, sink)
@@ -149,7 +152,7 @@ class Dispatcher:
                     continue
                 if item is not None:
                     self._deliver_all(merger.add(item))
-                self._deliver_all(merger.due())
+                self._deliver_all(merger.due(self._queue_empty))
             except Exception:
                 logger.exception("loophound: building an event failed; it was dropped")
 

@@ -85,6 +85,7 @@ class Merger:
         self._stalled_threads = stalled_threads
         self._groups: dict[int, _Group] = {}
         self._slow: list[_SlowStep] = []
+        self._last_due = 0
 
     # -- input ---------------------------------------------------------------------------
 
@@ -216,11 +217,23 @@ class Merger:
 
     # -- time ----------------------------------------------------------------------------
 
-    def due(self) -> list[Event]:
-        """Return events whose hold expired (call groups, slow steps without a stall)."""
+    def due(self, queue_empty: Callable[[], bool] | None = None) -> list[Event]:
+        """Return events whose hold expired (call groups, slow steps without a stall).
+
+        ``queue_empty`` is asked after the held threads are read: a thread leaves a
+        primitive only after queueing it, so an empty queue then means nothing more
+        of its call is on the way.
+        """
         now = _perf_ns()
         out: list[Event] = []
         stalled = self._stalled_threads() if self._groups else frozenset()
+        if (
+            queue_empty is not None
+            and not queue_empty()
+            and now - self._last_due < _RECHECK_NS  # a flood never postpones it for long
+        ):
+            return out
+        self._last_due = now
         # A call without step boundaries stays held while its loop thread is still
         # stalled or inside a primitive, so that what follows can join it; re-checked
         # every few milliseconds, never longer than _MAX_HOLD_NS.

@@ -106,11 +106,20 @@ def test_a_failing_loop_delay_observer_is_dropped_and_ticks_go_on() -> None:
         if calls == 3:
             raise ValueError("exporter hiccup")
 
+    async def busy() -> None:
+        # Short cooperative steps: the loop is never idle, so its tick never rests.
+        end = time.monotonic() + 0.6
+        while time.monotonic() < end:
+            spin_until = time.perf_counter() + 0.002
+            while time.perf_counter() < spin_until:
+                pass
+            await asyncio.sleep(0)
+
     with loophound.capture(sinks=()) as events:
         guard = events.guard
         assert guard is not None
         guard.loop_delays.observers = (observer,)
-        asyncio.run(asyncio.sleep(0.6))
+        asyncio.run(busy())
         counted = sum(guard.loop_delays.counts)
     assert calls == 3
     assert guard.loop_delays.observers == ()

@@ -264,3 +264,22 @@ def test_stall_carries_its_task_and_folded_samples_in_jsonl(tmp_path: Any) -> No
     assert record["kind"] == "stall"
     assert record["samples"]
     assert all(";" in stack or "spin" in stack for stack in record["samples"])
+
+
+def test_an_idle_asyncio_loop_rests_its_tick_and_still_catches_the_next_stall() -> None:
+    """An idle asyncio loop stops ticking; the first step after idling is still watched."""
+    ticks: list[int] = []
+
+    async def main() -> None:
+        guard = loophound.active_guard()
+        assert guard is not None
+        await asyncio.sleep(0.05)
+        before = sum(guard.loop_delays.counts)
+        await asyncio.sleep(0.6)
+        ticks.append(sum(guard.loop_delays.counts) - before)
+        spin(0.3)
+
+    event = only(run_on("asyncio", "main", main))
+    assert ticks[0] <= 3  # a ticking loop would have ticked about 20 times
+    assert event.culprit is not None
+    assert event.culprit.lineno == line_of("# spin-line", __file__)

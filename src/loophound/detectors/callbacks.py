@@ -64,6 +64,8 @@ class StepTracker:
         self.current: dict[int, Any] = {}
         #: ids of running handles during which a blocking call was recorded
         self.marked: set[int] = set()
+        #: thread id -> unpark callable of a loop whose watchdog tick rests while idle
+        self.parked: dict[int, Any] = {}
 
     def step_of(self, thread_id: int) -> int:
         """Return the id of the handle running on ``thread_id`` (0 outside steps)."""
@@ -97,11 +99,19 @@ class CallbacksDetector:
         threshold = self._threshold_ns
         current = self._tracker.current
         marked = self._tracker.marked
+        parked = self._tracker.parked
         emit = self._emit
         epoch_offset = _time_ns() - _perf_ns()
 
         def _run(handle: Any) -> None:
             tid = _get_ident()
+            if parked:
+                unpark = parked.pop(tid, None)
+                if unpark is not None:
+                    try:
+                        unpark()
+                    except Exception:  # noqa: S110 - never let loophound break a loop step
+                        pass
             outer = current.get(tid)
             current[tid] = handle
             start = _perf_ns()

@@ -38,6 +38,8 @@ __all__ = ["LoopDelays", "StallRecord", "Watchdog"]
 logger = logging.getLogger("loophound")
 _perf_ns = time.perf_counter_ns
 _MAX_SAMPLES = 2_000
+#: ``due`` of a loop that is not ticking (parked while idle, or not started yet).
+_PARKED = 1 << 62
 #: Longest sleep of the watchdog thread (it wakes earlier for loops that may stall).
 _MAX_SLEEP_NS = 500_000_000
 _SCAN_LIMIT = 256
@@ -161,6 +163,7 @@ class _LoopState:
         "suspended_until",
         "thread_id",
         "thread_name",
+        "tick_cpu",
         "ticks",
     )
 
@@ -172,7 +175,9 @@ class _LoopState:
         self.cpu_seen = _cpu_ns(self.cpu_clock)
         self.active = True
         #: When the loop's next tick is due (perf_counter ns); far away until started.
-        self.due = 1 << 62
+        self.due = _PARKED
+        #: The loop thread's CPU time at the last tick (parking decision).
+        self.tick_cpu: int | None = None
         self.ticks = 0
         #: (lateness, when it ran) of the latest tick since ``consumed``, written by the
         #: loop thread in one assignment; the watchdog only moves ``consumed``.
@@ -207,6 +212,7 @@ class Watchdog:
         max_frames: int,
         delays: LoopDelays,
         context_of: Callable[[int], Any] | None = None,
+        parking: dict[int, Callable[[], None]] | None = None,
     ) -> None:
         self.threshold_ns = int(threshold * 1e9)
         self.interval = self.interval_for(threshold)
@@ -216,6 +222,9 @@ class Watchdog:
         self._max_frames = max_frames
         self._delays = delays
         self._context_of = context_of
+        #: thread id -> unpark, for loops whose tick is parked while they idle; the
+        #: callbacks detector calls it at the loop's next step (asyncio loops only).
+        self._parking = parking
         self._states: dict[int, _LoopState] = {}
         # Re-entrant: a check that finds a closed loop forgets it under the same lock.
         self._lock = threading.RLock()
@@ -249,6 +258,12 @@ class Watchdog:
             interval = self.interval
             interval_ns = int(interval * 1e9)
             loop_id = id(loop)
+            parking = self._parking
+            # Only where the callbacks detector sees every step can the tick rest while
+            # the loop idles: the next step wakes it (uvloop runs its own handles).
+            can_park = parking is not None and isinstance(loop, asyncio.BaseEventLoop)
+            wake = self._wake
+            idle_cpu_ns = interval_ns // 50  # under 2 % of a core: the loop waited
 
             # The tick runs on the loop itself, so the loop's progress is visible even
             # when this thread cannot get the GIL. Its lateness is the loop delay.
@@ -262,9 +277,29 @@ class Watchdog:
                 if late > peak[0] or peak[1] <= state.consumed:
                     state.peak = (late, now)
                 state.ticks += 1
-                state.due = now + interval_ns
-                loop.call_later(interval, tick)  # first: nothing below may stop the ticks
+                cpu = _cpu_ns(state.cpu_clock) if can_park else None
+                if (
+                    cpu is not None
+                    and state.tick_cpu is not None
+                    and cpu - state.tick_cpu < idle_cpu_ns
+                    and parking is not None
+                ):
+                    # Idle since the last tick: no wakeups until the loop has work again.
+                    state.due = _PARKED
+                    parking[thread_id] = unpark
+                else:
+                    state.due = now + interval_ns
+                    loop.call_later(interval, tick)  # first: nothing below may stop ticks
+                state.tick_cpu = cpu
                 delays.observe(late / 1e9, loop_id)
+
+            def unpark() -> None:  # on the loop thread, as a step begins
+                if not state.active:
+                    return
+                state.due = _perf_ns() + interval_ns
+                state.tick_cpu = _cpu_ns(state.cpu_clock)
+                loop.call_later(interval, tick)
+                wake.set()  # the watchdog plans its next look around this loop again
 
             def start() -> None:
                 state.due = _perf_ns() + interval_ns
@@ -378,7 +413,8 @@ class Watchdog:
         """
         if stalled:
             return self.sample_interval
-        earliest = min((s.due for s in states), default=now + _MAX_SLEEP_NS) + self.threshold_ns
+        earliest = min((s.due for s in states), default=_PARKED)
+        earliest = min(earliest, now + _MAX_SLEEP_NS) + self.threshold_ns
         return min(max((earliest - now) / 1e9, self.sample_interval), _MAX_SLEEP_NS / 1e9)
 
     def _check(
