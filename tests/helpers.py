@@ -39,6 +39,28 @@ def run_captured(main: Callable[[], Coroutine[Any, Any, Any]], **config: Any) ->
     return list(events)
 
 
+def run_captured_in_thread(
+    main: Callable[[], Coroutine[Any, Any, Any]], name: str, **config: Any
+) -> list[Event]:
+    """Run ``main()`` with ``asyncio.run`` in a new thread named ``name``, under a capture."""
+    config.setdefault("sinks", ())
+    errors: list[BaseException] = []
+
+    def run_loop() -> None:
+        try:
+            asyncio.run(main())
+        except BaseException as exc:  # reported below, never lost in the thread
+            errors.append(exc)
+
+    with loophound.capture(**config) as events:
+        worker = threading.Thread(target=run_loop, name=name)
+        worker.start()
+        worker.join(BOUND)
+    assert not worker.is_alive()
+    assert errors == []
+    return list(events)
+
+
 def line_of(marker: str, path: str) -> int:
     """Return the line number in ``path`` of the line that contains ``marker``."""
     with open(path, encoding="utf-8") as handle:

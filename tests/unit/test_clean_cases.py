@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import loophound
-from helpers import line_of, loud, run_captured
+from helpers import line_of, loud, run_captured, run_captured_in_thread
 
 BOUND = 5.0  # upper bound of a wait that is expected to succeed
 SHORT = 0.01
@@ -295,7 +295,6 @@ def test_blocking_in_a_plain_thread_while_a_loop_runs_is_clean(
 
 def test_loop_in_a_worker_thread_that_only_awaits_is_clean() -> None:
     """A loop run by a non-main thread that only awaits produces no event."""
-    errors: list[BaseException] = []
 
     async def main() -> None:
         await asyncio.sleep(SHORT)
@@ -303,19 +302,7 @@ def test_loop_in_a_worker_thread_that_only_awaits_is_clean() -> None:
         child = await asyncio.create_subprocess_exec("true")
         await asyncio.wait_for(child.wait(), BOUND)
 
-    def run_loop() -> None:
-        try:
-            asyncio.run(main())
-        except BaseException as exc:  # reported by the test, never lost in the thread
-            errors.append(exc)
-
-    with loophound.capture(sinks=()) as events:
-        worker = threading.Thread(target=run_loop, name="quiet-loop")
-        worker.start()
-        worker.join(BOUND)
-    assert not worker.is_alive()
-    assert errors == []
-    assert list(events) == []
+    assert run_captured_in_thread(main, "quiet-loop") == []
 
 
 def test_calls_before_and_after_the_loop_are_clean(tmp_path: Path) -> None:

@@ -8,7 +8,6 @@ process a test starts is stopped before it ends.
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import io
 import os
@@ -27,7 +26,7 @@ from collections.abc import Iterator
 import pytest
 
 import loophound
-from helpers import line_of, loud, run_captured
+from helpers import line_of, loud, run_captured, run_captured_in_thread
 from loophound import BlockingCallError, BlockingCallWarning, Event
 
 SHORT = 0.01  # timeout of a wait that is expected to time out
@@ -565,24 +564,11 @@ def test_input_is_flagged(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_loop_in_a_worker_thread_is_watched() -> None:
     """time.sleep on a loop run by a non-main thread is flagged with that thread's name."""
-    errors: list[BaseException] = []
 
     async def main() -> None:
         time.sleep(SHORT)  # marker-worker-sleep
 
-    def run_loop() -> None:
-        try:
-            asyncio.run(main())
-        except BaseException as exc:  # reported by the test, never lost in the thread
-            errors.append(exc)
-
-    with loophound.capture(sinks=()) as events:
-        worker = threading.Thread(target=run_loop, name="loop-worker")
-        worker.start()
-        worker.join(BOUND)
-    assert not worker.is_alive()
-    assert errors == []
-    found = loud(events)
+    found = loud(run_captured_in_thread(main, "loop-worker"))
     assert [e.operation for e in found] == ["time.sleep"]
     assert found[0].thread_name == "loop-worker"
     assert found[0].culprit is not None
