@@ -25,6 +25,9 @@ SINKS = ("warnings", "logging", "jsonl")
 MODES = ("report", "raise")
 IMPORT_MODES = ("quiet", "incident", "ignore")
 ALLOW_KINDS = ("operation", "module", "function", "path")
+#: Django's SynchronousOnlyOperation: raise it (Django's own behaviour), or report the
+#: call as an incident and let the request go on (only with DEBUG on, unless forced).
+ASYNC_UNSAFE_MODES = ("raise", "report", "force-report")
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +52,7 @@ class Config:
     include_modules: tuple[str, ...] = ()
     exclude_modules: tuple[str, ...] = ()
     flush_timeout: float = 2.0
+    async_unsafe: Literal["raise", "report", "force-report"] = "raise"
 
     def output_sinks(self) -> tuple[str, ...]:
         """Return the built-in sinks in use: ``jsonl`` joins when a path is given."""
@@ -195,6 +199,7 @@ _VALIDATORS: dict[str, _Validator] = {
     "include_modules": _as_names,
     "exclude_modules": _as_names,
     "flush_timeout": lambda k, s, v: _as_number(k, s, v, 0.0, 60.0),
+    "async_unsafe": lambda k, s, v: _as_choice(k, s, v, ASYNC_UNSAFE_MODES),
 }
 # Settings that only make sense from code, never from an environment variable.
 _CODE_ONLY = frozenset({"on_event"})

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from types import CodeType
 from typing import Protocol
 
-from loophound._events import Event, Frame, fingerprint_of
+from loophound._events import Event, Frame, RequestRecord, fingerprint_of
 from loophound._frames import relative_to_import_root
 from loophound._merge import Merger
 from loophound._recorder import RawIncident, Stats
@@ -37,6 +37,10 @@ class Sink(Protocol):
 
     def close(self) -> None:
         """Release what the sink holds (files); called once at uninstall."""
+
+
+#: A sink may also take requests: ``deliver_request(record: RequestRecord) -> None``.
+REQUEST_METHOD = "deliver_request"
 
 
 class _Flush:
@@ -86,6 +90,19 @@ class Dispatcher:
         """Start the daemon thread (it never keeps the process alive)."""
         self._thread = threading.Thread(target=self._run, name="loophound-dispatcher", daemon=True)
         self._thread.start()
+
+    def after_fork_in_child(self) -> None:
+        """Start over in a forked child: a new queue and thread, the same sinks.
+
+        Records queued in the parent are the parent's to deliver; the child drops its
+        copy of them so that nothing is written twice.
+        """
+        self._queue = queue.SimpleQueue()
+        self._pid = os.getpid()
+        self._stall_events.pid = self._pid
+        self._merger.drain()
+        if self._thread is not None:
+            self.start()
 
     def submit(self, record: object) -> None:
         """Queue a record from any detector; drop and count when full or stopped."""
@@ -150,7 +167,9 @@ class Dispatcher:
                     self._deliver_all(merger.drain())
                     item.done.set()
                     continue
-                if item is not None:
+                if isinstance(item, RequestRecord):
+                    self._deliver_request(item)
+                elif item is not None:
                     self._deliver_all(merger.add(item))
                 self._deliver_all(merger.due(self._queue_empty))
             except Exception:
@@ -165,6 +184,20 @@ class Dispatcher:
         for sink in self._sinks:
             try:
                 sink.deliver(event)
+            except Exception:
+                self._stats.sink_failures += 1
+                self.remove_sink(sink)
+                logger.exception(
+                    "loophound: the %r sink raised and is disabled for this guard", sink.name
+                )
+
+    def _deliver_request(self, record: RequestRecord) -> None:
+        for sink in self._sinks:
+            deliver = getattr(sink, REQUEST_METHOD, None)
+            if deliver is None:
+                continue
+            try:
+                deliver(record)
             except Exception:
                 self._stats.sink_failures += 1
                 self.remove_sink(sink)

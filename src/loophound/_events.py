@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ["Event", "EventKind", "Frame", "fingerprint_of"]
+__all__ = ["Event", "EventKind", "Frame", "RequestRecord", "fingerprint_of"]
 
 EventKind = Literal["call", "stall", "slow_callback"]
 
@@ -101,6 +101,36 @@ class Event:
                 if source:
                     lines.append(f"    {source}")
         return "\n".join(lines)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRecord:
+    """One request the ASGI middleware served, and its thread hops.
+
+    Not an incident: it lets a report say how many requests there were and what
+    ``sync_to_async`` cost each of them. Written only for requests that hopped to a
+    thread at least once. ``started_at`` is in nanoseconds since the epoch.
+    """
+
+    request: Mapping[str, str]
+    started_at: int
+    duration: float
+    #: ``sync_to_async`` calls that ran, seconds waited for the executor's thread,
+    #: and seconds run on it.
+    hops: int
+    hop_wait: float
+    hop_run: float
+    pid: int = 0
+
+    def format(self) -> str:
+        """Return one line: the request and what its thread hops cost."""
+        method = self.request.get("method", "")
+        target = self.request.get("route") or self.request.get("path", "")
+        return (
+            f"loophound: request {method} {target} took {self.duration * 1000:.1f} ms; "
+            f"{self.hops} thread hop{'s' if self.hops != 1 else ''} waited "
+            f"{self.hop_wait * 1000:.1f} ms and ran {self.hop_run * 1000:.1f} ms"
+        )
 
 
 def fingerprint_of(operation: str, culprit: Frame | None, relative_path: str) -> str:

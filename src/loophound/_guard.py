@@ -6,19 +6,23 @@ import asyncio
 import atexit
 import contextlib
 import functools
+import importlib
 import logging
+import os
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Self
 
 from loophound._config import Config, resolve_config
+from loophound._context import in_flight
 from loophound._dispatch import Dispatcher, Sink
-from loophound._events import Event
+from loophound._events import Event, RequestRecord
 from loophound._recorder import Recorder, Stats
 from loophound.detectors.audit import AuditDetector
 from loophound.detectors.callbacks import CallbacksDetector, StepTracker
+from loophound.detectors.patch_table import PATCHES, PatchSpec
 from loophound.detectors.patches import PatchDetector
 from loophound.detectors.watchdog import LoopDelays, Watchdog
 from loophound.exceptions import ConfigurationError
@@ -51,6 +55,7 @@ class Guard:
         self._dispatcher: Dispatcher | None = None
         self._recorder: Recorder | None = None
         self._watchdog: Watchdog | None = None
+        self._undo_async_unsafe: Callable[[], None] | None = None
         #: Lateness of every heartbeat of every watched loop (the loop-delay histogram).
         self.loop_delays = LoopDelays()
 
@@ -82,6 +87,20 @@ class Guard:
         if not self.config.enabled:
             return
         config = self.config
+        extra_patches, self._undo_async_unsafe = _django_hooks(config)
+        try:
+            self._install_detectors(extra_patches)
+        except Exception:
+            self._restore_async_unsafe()
+            raise
+
+    def _restore_async_unsafe(self) -> None:
+        undo, self._undo_async_unsafe = self._undo_async_unsafe, None
+        if undo is not None:
+            undo()
+
+    def _install_detectors(self, extra_patches: tuple[PatchSpec, ...]) -> None:
+        config = self.config
         wanted = config.detectors
         watching = "watchdog" in wanted
         timing = "callbacks" in wanted
@@ -105,7 +124,7 @@ class Guard:
         recorder.tracker = tracker
         detectors: list[_Detector] = []
         if "patches" in wanted:
-            detectors.append(PatchDetector(recorder))
+            detectors.append(PatchDetector(recorder, PATCHES + extra_patches))
         if timing and tracker is not None:
             callbacks = CallbacksDetector(config.threshold, tracker, dispatcher.submit)
             callbacks.on_step_end = recorder.end_step
@@ -163,6 +182,22 @@ class Guard:
             watchdog.watch(loop, thread.ident or 0, thread.name)
         else:
             watchdog.forget(thread.ident or 0)
+
+    def _after_fork_in_child(self) -> None:
+        """Make the threads and state a forked child needs (gunicorn ``--preload``).
+
+        Only the forking thread survives a fork: the dispatcher and watchdog threads
+        are started anew, the parent's loops and queued records are forgotten; the
+        patches, the audit hook and the sinks carry over as they are.
+        """
+        if not self._installed:
+            return
+        if self._recorder is not None:
+            self._recorder.forget_thread_state()
+        if self._dispatcher is not None:
+            self._dispatcher.after_fork_in_child()
+        if self._watchdog is not None:
+            self._watchdog.after_fork_in_child()
 
     def watch_loop(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         """Watch ``loop`` (default: the loop running in this thread) for stalls.
@@ -234,6 +269,7 @@ class Guard:
             recorder.forget_thread_state()
         if self._dispatcher is not None:
             self._dispatcher.stop(self.config.flush_timeout)
+        self._restore_async_unsafe()
 
     def unused_allow_rules(self) -> tuple[str, ...]:
         """Return the configured allow rules that have not matched any call yet."""
@@ -248,6 +284,11 @@ class Guard:
         if self._watchdog is not None:
             self._watchdog.flush()
         return self._dispatcher.flush(self.config.flush_timeout if timeout is None else timeout)
+
+    def record_request(self, record: RequestRecord) -> None:
+        """Hand a served request to the sinks that take requests (from any thread)."""
+        if self._dispatcher is not None:
+            self._dispatcher.submit(record)
 
     def add_sink(self, sink: Sink) -> None:
         """Send events to one more sink (used by ``capture()`` and adapters)."""
@@ -280,6 +321,43 @@ def _uninstall_at_exit() -> None:
             current.uninstall()
 
     atexit.register(uninstall)
+
+
+def _django_hooks(config: Config) -> tuple[tuple[PatchSpec, ...], Callable[[], None] | None]:
+    """Return Django's cursor primitives and turn soft mode on, when Django is in use.
+
+    The Django adapter is loaded by name, only when Django is already imported: the
+    core never imports Django itself.
+    """
+    if "django" not in sys.modules:
+        if config.async_unsafe != "raise":
+            raise ConfigurationError(
+                f"loophound: invalid value for async_unsafe: {config.async_unsafe!r}; it "
+                "is about Django's ORM and Django is not imported in this process. Valid "
+                "values: raise, report, force-report."
+            )
+        return (), None
+    adapter = importlib.import_module("loophound.django_db")
+    specs: tuple[PatchSpec, ...] = adapter.patch_specs()
+    undo: Callable[[], None] | None = adapter.apply_async_unsafe(config.async_unsafe)
+    return specs, undo
+
+
+def _after_fork_in_child() -> None:
+    global _lock
+    # Another thread of the parent may have held the lock at the fork: it never
+    # releases it here.
+    _lock = threading.RLock()
+    in_flight.clear()
+    current = _active
+    if current is not None:
+        try:
+            current._after_fork_in_child()
+        except Exception:
+            logger.exception("loophound: restarting in a forked child failed")
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def active_guard() -> Guard | None:

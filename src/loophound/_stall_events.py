@@ -45,7 +45,7 @@ class StallEvents:
     def __init__(self, frame_of: FrameOf, fingerprint: FingerprintOf, pid: int) -> None:
         self._frame_of = frame_of
         self._fingerprint = fingerprint
-        self._pid = pid
+        self.pid = pid
         self.allowed = 0
 
     def stall(self, stall: StallRecord) -> Event | None:
@@ -160,6 +160,6 @@ class StallEvents:
             task=task,
             detectors=detectors,
             request=request,
-            pid=self._pid,
+            pid=self.pid,
             **extra,
         )

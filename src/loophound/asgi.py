@@ -15,15 +15,20 @@ only when Django is already imported and configured.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import importlib
+import importlib.util
 import itertools
+import os
 import sys
 import threading
+import time
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
 from loophound._config import Config, resolve_config
 from loophound._context import in_flight, request_var
+from loophound._events import RequestRecord
 from loophound._guard import Guard, active_guard, install
 
 __all__ = ["LoophoundMiddleware"]
@@ -36,6 +41,16 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _WATCHED_SCOPES = frozenset({"http", "websocket"})
 _request_ids = itertools.count(1)
+_install_lock = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    global _install_lock
+    # A thread of the parent may have held it at the fork.
+    _install_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _django_settings() -> Mapping[str, Any] | None:
@@ -47,12 +62,33 @@ def _django_settings() -> Mapping[str, Any] | None:
     return settings
 
 
-def _route_resolver() -> Callable[[str], str | None] | None:
-    if "django" not in sys.modules:
-        return None
-    adapter = importlib.import_module("loophound.django")
-    resolver: Callable[[str], str | None] | None = adapter.route_resolver()
-    return resolver
+class _Adapters:
+    """What the optional packages add to each request, loaded once per process.
+
+    Loaded by name, and only when the package is there: Django's route templates,
+    asgiref's thread hops, OpenTelemetry's span ids. Loaded before the guard is
+    installed, so that their imports are start-up, not incidents.
+    """
+
+    def __init__(self) -> None:
+        self.routes: Callable[[str], str | None] | None = None
+        self.span_ids: Callable[[], tuple[str, str] | None] | None = None
+        self.hops: contextvars.ContextVar[Any] | None = None
+        self.new_hops: Callable[[], Any] | None = None
+        if "django" in sys.modules:
+            self.routes = importlib.import_module("loophound.django").route_resolver()
+        if "asgiref.sync" in sys.modules:
+            thread_hops = importlib.import_module("loophound.thread_hops")
+            if thread_hops.install():
+                self.hops = thread_hops.hops_var
+                self.new_hops = thread_hops.ThreadHops
+        if importlib.util.find_spec("opentelemetry") is not None:
+            try:
+                otel = importlib.import_module("loophound.otel_context")
+            except ImportError:  # an opentelemetry package without the API
+                otel = None
+            if otel is not None:
+                self.span_ids = otel.current_span_ids
 
 
 class LoophoundMiddleware:
@@ -67,32 +103,39 @@ class LoophoundMiddleware:
         self._kwargs = config
         # Validate now, so a bad setting stops the server instead of failing a request.
         self.config: Config = resolve_config(config, settings=_django_settings())
+        if self.config.async_unsafe != "raise" and "django" in sys.modules:
+            importlib.import_module("loophound.django_db").check_async_unsafe(
+                self.config.async_unsafe
+            )
         self._guard: Guard | None = None
-        self._lock = threading.Lock()
-        self._routes: Callable[[str], str | None] | None = None
-        self._routes_looked_up = False
+        #: The process the guard was installed or joined in: a forked worker joins anew.
+        self._pid = 0
+        self._adapters: _Adapters | None = None
 
     @property
     def guard(self) -> Guard | None:
         """The guard this middleware installed or joined, once installed."""
         return self._guard
 
-    def _ensure_installed(self) -> None:
-        if self._guard is not None:
-            return
-        with self._lock:
-            self._install_locked()
+    def _ensure_installed(self) -> _Adapters:
+        adapters = self._adapters
+        if adapters is not None and self._pid == os.getpid():
+            return adapters
+        with _install_lock:
+            return self._install_locked()
 
-    def _install_locked(self) -> None:
-        if self._guard is None:
+    def _install_locked(self) -> _Adapters:
+        pid = os.getpid()
+        if self._adapters is None:
+            self._adapters = _Adapters()
+        if self._guard is None or self._pid != pid or not self._guard.installed:
             current = active_guard()
             if current is None:
                 current = install(**self._kwargs, **_settings_kwargs(self._kwargs))
             current.watch_loop()
             self._guard = current
-        if not self._routes_looked_up:
-            self._routes = _route_resolver()
-            self._routes_looked_up = True
+            self._pid = pid
+        return self._adapters
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope.get("type")
@@ -102,16 +145,39 @@ class LoophoundMiddleware:
         if kind not in _WATCHED_SCOPES:
             await self.app(scope, receive, send)
             return
-        self._ensure_installed()
-        request = self._describe(scope)
+        adapters = self._ensure_installed()
+        request = self._describe(scope, adapters)
         waiting = in_flight.setdefault(id(asyncio.get_running_loop()), set())
         waiting.add(request["id"])
         token = request_var.set(request)
+        hops_var = adapters.hops
+        hops = None
+        if hops_var is not None and adapters.new_hops is not None:
+            hops = adapters.new_hops()
+            hops_token = hops_var.set(hops)
+            started_at = time.time_ns()
+            began = time.perf_counter()
         try:
             await self.app(scope, receive, send)
         finally:
             request_var.reset(token)
             waiting.discard(request["id"])
+            if hops is not None:
+                hops_var.reset(hops_token)  # type: ignore[union-attr]
+                if hops.count:
+                    self._record(request, started_at, time.perf_counter() - began, hops)
+
+    def _record(self, request: dict[str, str], started_at: int, took: float, hops: Any) -> None:
+        guard = self._guard
+        if guard is None:
+            return
+        try:
+            record = RequestRecord(
+                request, started_at, took, hops.count, hops.wait, hops.run, self._pid
+            )
+            guard.record_request(record)
+        except Exception:  # the request is served whatever loophound does
+            return
 
     def _lifespan_receive(self, receive: Receive) -> Receive:
         async def wrapped() -> Message:
@@ -122,7 +188,7 @@ class LoophoundMiddleware:
 
         return wrapped
 
-    def _describe(self, scope: Scope) -> dict[str, str]:
+    def _describe(self, scope: Scope, adapters: _Adapters) -> dict[str, str]:
         # The query string, headers and body are never recorded.
         path = str(scope.get("path", ""))
         request = {
@@ -133,7 +199,7 @@ class LoophoundMiddleware:
             ),
             "path": path,
         }
-        routes = self._routes
+        routes = adapters.routes
         if routes is not None:
             try:
                 route = routes(path)
@@ -141,6 +207,14 @@ class LoophoundMiddleware:
                 route = None
             if route is not None:
                 request["route"] = route
+        span_ids = adapters.span_ids
+        if span_ids is not None:
+            try:
+                ids = span_ids()
+            except Exception:
+                ids = None
+            if ids is not None:
+                request["trace_id"], request["span_id"] = ids
         return request
 
 

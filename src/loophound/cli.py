@@ -1,4 +1,4 @@
-"""The ``loophound`` command: ``loophound demo`` (more subcommands come with the report).
+"""The ``loophound`` command: ``loophound demo`` and ``loophound run -- SERVER ...``.
 
 Bad arguments print a message naming the argument, the value and what is accepted,
 and exit with status 2 before anything starts.
@@ -32,8 +32,10 @@ DEMO_PATHS: tuple[tuple[str, bool], ...] = (
     ("/blocking/json/", True),
     ("/blocking/subprocess/", True),
     ("/blocking/items/7/", True),
+    ("/blocking/orm/", True),
     ("/clean/async/", False),
     ("/clean/thread/", False),
+    ("/clean/orm/", False),
     ("/clean/sync/", False),
 )
 _START_TIMEOUT = 30.0
@@ -99,6 +101,14 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="keep serving after the burst, so you can open it in a browser (Ctrl-C stops)",
     )
+    run = commands.add_parser(
+        "run",
+        help="run an ASGI server with its application wrapped in LoophoundMiddleware",
+        description="Run SERVER (uvicorn, hypercorn, daphne or granian) with the application "
+        "it serves wrapped in LoophoundMiddleware; settings from LOOPHOUND_* variables. "
+        "Example: loophound run -- uvicorn proj.asgi:application --port 8000",
+    )
+    run.add_argument("server", nargs=argparse.REMAINDER, help="the server command line")
     return parser
 
 
@@ -174,7 +184,7 @@ def _read_events(path: Path, pid: int) -> list[dict[str, Any]]:
 def _table(events: list[dict[str, Any]]) -> list[str]:
     groups: dict[tuple[str, str, str], list[float]] = defaultdict(list)
     for record in events:
-        if record.get("quiet"):
+        if record.get("quiet") or record.get("kind") == "request":
             continue
         request = record.get("request") or {}
         route = request.get("route") or request.get("path") or "(no request)"
@@ -249,6 +259,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "demo":
         return demo(args.port, args.requests, args.out, args.keep_running)
+    if args.command == "run":
+        from loophound.run import run  # noqa: PLC0415 - only this command needs it
+
+        command = list(args.server)
+        if command[:1] == ["--"]:
+            command = command[1:]
+        return run(command)
     return 2  # pragma: no cover - argparse rejects unknown commands
 
 

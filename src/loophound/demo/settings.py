@@ -9,7 +9,7 @@ SECRET_KEY = "loophound-demo-not-secret"  # noqa: S105 - a demo that serves 127.
 DEBUG = False
 ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
 ROOT_URLCONF = "loophound.demo.urls"
-INSTALLED_APPS: list[str] = []
+INSTALLED_APPS = ["loophound.demo.apps.DemoConfig"]
 MIDDLEWARE: list[str] = []
 DATABASES = {
     "default": {
@@ -18,4 +18,7 @@ DATABASES = {
     }
 }
 USE_TZ = True
-LOOPHOUND = {"threshold": 0.1}
+DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
+# Soft mode: the sync ORM call in /blocking/orm/ becomes an incident instead of a 500.
+# A staging-like demo runs with DEBUG off, so it says "force" on purpose.
+LOOPHOUND = {"threshold": 0.1, "async_unsafe": "force-report"}

@@ -13,10 +13,12 @@ BLOCKING = {
     "blocking/json/": views.blocking_json,
     "blocking/subprocess/": views.blocking_subprocess,
     "blocking/items/<int:pk>/": views.blocking_item,
+    "blocking/orm/": views.blocking_orm,
 }
 CLEAN = {
     "clean/async/": views.clean_async,
     "clean/thread/": views.clean_thread,
+    "clean/orm/": views.clean_orm,
     "clean/sync/": views.clean_sync,
 }
 

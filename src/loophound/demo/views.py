@@ -11,6 +11,8 @@ import time
 from django.conf import settings
 from django.http import HttpRequest, JsonResponse
 
+from loophound.demo.models import Item
+
 
 def _spin(seconds: float) -> int:
     """Burn CPU in pure Python for ``seconds``."""
@@ -61,6 +63,12 @@ async def blocking_item(request: HttpRequest, pk: int) -> JsonResponse:
     return JsonResponse({"pk": row[0]})
 
 
+async def blocking_orm(request: HttpRequest) -> JsonResponse:
+    """Uses the sync ORM from async code (Django refuses it unless soft mode is on)."""
+    names = [item.name for item in Item.objects.order_by("id")[:3]]
+    return JsonResponse({"names": names})
+
+
 # --- views that do the same without blocking -------------------------------------------
 
 
@@ -75,6 +83,12 @@ async def clean_thread(request: HttpRequest) -> JsonResponse:
     await asyncio.to_thread(time.sleep, 0.05)
     rounds = await asyncio.to_thread(_spin, 0.05)
     return JsonResponse({"rounds": rounds})
+
+
+async def clean_orm(request: HttpRequest) -> JsonResponse:
+    """Uses the async ORM: Django runs the query in its thread."""
+    names = [item.name async for item in Item.objects.order_by("id")[:3]]
+    return JsonResponse({"names": names, "count": await Item.objects.acount()})
 
 
 def clean_sync(request: HttpRequest) -> JsonResponse:

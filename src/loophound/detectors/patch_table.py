@@ -19,7 +19,7 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any, NamedTuple
 
-__all__ = ["PATCHES", "PatchSpec"]
+__all__ = ["PATCHES", "PatchSpec", "always"]
 
 
 class PatchSpec(NamedTuple):
@@ -141,7 +141,8 @@ def _fd_blocks(fd: int, _arg: Any, /) -> bool:
         return False  # a bad fd: let the original raise its own error
 
 
-def _always(*_args: Any, **_kwargs: Any) -> bool:
+def always(*_args: Any, **_kwargs: Any) -> bool:
+    """Every call may wait (``input``, a database query)."""
     return True
 
 
@@ -179,7 +180,7 @@ PATCHES: tuple[PatchSpec, ...] = (
     ),
     PatchSpec("os", "read", "os.read", _fd_blocks),
     PatchSpec("os", "write", "os.write", _fd_blocks),
-    PatchSpec("builtins", "input", "input", _always),
+    PatchSpec("builtins", "input", "input", always),
 )
 
 #: Poller objects made by these factories get a watched ``poll`` method.

@@ -374,6 +374,22 @@ class Watchdog:
                     self._end_stall(state, _cpu_ns(state.cpu_clock), ended)
             self._states.clear()
 
+    def after_fork_in_child(self) -> None:
+        """Start over in a forked child: the parent's loops and thread are not here.
+
+        The lock may have been held by the parent's watchdog thread at the fork, so it
+        is made anew rather than taken.
+        """
+        self._lock = threading.RLock()
+        self._wake = threading.Event()
+        for state in self._states.values():
+            state.active = False
+        self._states = {}
+        if self._parking is not None:
+            self._parking.clear()
+        self._epoch_offset = time.time_ns() - _perf_ns()
+        self.start()
+
     def _run(self) -> None:
         try:
             tick = self.interval

@@ -11,9 +11,9 @@ import json
 import os
 from typing import Any
 
-from loophound._events import Event, Frame
+from loophound._events import Event, Frame, RequestRecord
 
-__all__ = ["SCHEMA_VERSION", "JsonlSink", "event_record"]
+__all__ = ["SCHEMA_VERSION", "JsonlSink", "event_record", "request_record"]
 
 SCHEMA_VERSION = 1
 
@@ -48,6 +48,19 @@ def event_record(event: Event) -> dict[str, Any]:
     }
 
 
+def request_record(record: RequestRecord) -> dict[str, Any]:
+    """Return the JSON-ready record of a served request (``kind`` is ``request``)."""
+    return {
+        "schema": SCHEMA_VERSION,
+        "kind": "request",
+        "request": dict(record.request),
+        "started_at": record.started_at,
+        "duration": record.duration,
+        "thread_hops": {"count": record.hops, "wait": record.hop_wait, "run": record.hop_run},
+        "pid": record.pid,
+    }
+
+
 class JsonlSink:
     """Appends ``event_record(event)`` as one line per event to ``path``."""
 
@@ -60,9 +73,16 @@ class JsonlSink:
 
     def deliver(self, event: Event) -> None:
         """Write the event as one line."""
+        self._write(event_record(event))
+
+    def deliver_request(self, record: RequestRecord) -> None:
+        """Write a served request and its thread hops as one line."""
+        self._write(request_record(record))
+
+    def _write(self, record: dict[str, Any]) -> None:
         if self._fd is None:
             return
-        line = json.dumps(event_record(event), ensure_ascii=False, separators=(",", ":"))
+        line = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
         data = (line + "\n").encode("utf-8", "surrogateescape")
         view = memoryview(data)
         while view:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from loophound._events import Event
+from loophound._events import Event, RequestRecord
 
 __all__ = ["LoggingSink"]
 
@@ -33,6 +33,11 @@ class LoggingSink:
         else:
             level = logging.DEBUG
         self._logger.log(level, "%s", event.format(), extra={"loophound_event": event})
+
+    def deliver_request(self, record: RequestRecord) -> None:
+        """Log a request's thread hops at DEBUG (``record.loophound_request``)."""
+        if self._logger.isEnabledFor(logging.DEBUG):
+            self._logger.debug("%s", record.format(), extra={"loophound_request": record})
 
     def close(self) -> None:
         """Nothing to release."""
