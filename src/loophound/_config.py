@@ -21,7 +21,7 @@ __all__ = ["DETECTORS", "SINKS", "Config", "resolve_config"]
 
 ENV_PREFIX = "LOOPHOUND_"
 DETECTORS = ("audit", "patches", "watchdog", "callbacks")
-SINKS = ("warnings", "logging", "jsonl")
+SINKS = ("warnings", "logging", "jsonl", "otel")
 MODES = ("report", "raise")
 IMPORT_MODES = ("quiet", "incident", "ignore")
 ALLOW_KINDS = ("operation", "module", "function", "path")
@@ -53,12 +53,18 @@ class Config:
     exclude_modules: tuple[str, ...] = ()
     flush_timeout: float = 2.0
     async_unsafe: Literal["raise", "report", "force-report"] = "raise"
+    #: OpenTelemetry providers for the ``otel`` sink; ``None``: the global ones.
+    tracer_provider: object | None = None
+    meter_provider: object | None = None
 
     def output_sinks(self) -> tuple[str, ...]:
         """Return the built-in sinks in use: ``jsonl`` joins when a path is given."""
         sinks = list(self.sinks)
         if self.jsonl is not None and "jsonl" not in sinks:
             sinks.append("jsonl")
+        has_provider = self.tracer_provider is not None or self.meter_provider is not None
+        if has_provider and "otel" not in sinks:
+            sinks.append("otel")
         return tuple(sinks)
 
 
@@ -172,6 +178,17 @@ def _as_path(key: str, source: str, value: object) -> str | None:
     return value
 
 
+def _as_provider(method: str) -> Callable[[str, str, object], object]:
+    def validate(key: str, source: str, value: object) -> object:
+        if value is None or callable(getattr(value, method, None)):
+            return value
+        raise _fail(
+            key, source, value, f"an OpenTelemetry provider (an object with {method}()), or None"
+        )
+
+    return validate
+
+
 def _as_callback(key: str, source: str, value: object) -> object:
     if value is None or callable(value):
         return value
@@ -200,9 +217,11 @@ _VALIDATORS: dict[str, _Validator] = {
     "exclude_modules": _as_names,
     "flush_timeout": lambda k, s, v: _as_number(k, s, v, 0.0, 60.0),
     "async_unsafe": lambda k, s, v: _as_choice(k, s, v, ASYNC_UNSAFE_MODES),
+    "tracer_provider": _as_provider("get_tracer"),
+    "meter_provider": _as_provider("get_meter"),
 }
 # Settings that only make sense from code, never from an environment variable.
-_CODE_ONLY = frozenset({"on_event"})
+_CODE_ONLY = frozenset({"on_event", "tracer_provider", "meter_provider"})
 
 
 def _unknown(key: str, source: str, valid: Iterable[str]) -> ConfigurationError:

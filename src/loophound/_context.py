@@ -13,7 +13,15 @@ from collections.abc import Callable, Coroutine, Mapping
 from types import TracebackType
 from typing import Any, ParamSpec, Self, TypeVar, cast, overload
 
-__all__ = ["allow_blocking", "allowed_reason", "current_request", "request_var"]
+__all__ = [
+    "allow_blocking",
+    "allowed_reason",
+    "current_request",
+    "current_span",
+    "request_var",
+    "set_span_reader",
+    "span_in",
+]
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -29,6 +37,53 @@ request_var: contextvars.ContextVar[Mapping[str, str] | None] = contextvars.Cont
 
 allowed_reason = _allow_var.get
 current_request = request_var.get
+
+#: Reads the active trace span's context (set by the OpenTelemetry sink; opaque here, so
+#: that the core never imports OpenTelemetry). ``None``: no tracing in use.
+_span_reader: Callable[[], object] | None = None
+
+
+def set_span_reader(reader: Callable[[], object] | None) -> None:
+    """Install (or, with ``None``, remove) the reader of the active span's context."""
+    global _span_reader
+    _span_reader = reader
+
+
+def current_span() -> object | None:
+    """Return the active span's context in this thread's context, if tracing is in use."""
+    reader = _span_reader
+    if reader is None:
+        return None
+    try:
+        return reader()
+    except Exception:
+        return None
+
+
+def span_in(context: object) -> object | None:
+    """Return the active span's context in a task's ``contextvars.Context``, if any.
+
+    Runs the reader in a copy: the task's own context may be entered on its loop
+    thread right now, and a context cannot be entered twice.
+    """
+    reader = _span_reader
+    if reader is None or not isinstance(context, contextvars.Context):
+        return None
+    try:
+        return context.copy().run(reader)
+    except Exception:
+        return None
+
+
+def tracing() -> bool:
+    """True while a span reader is installed (the otel sink is in use)."""
+    return _span_reader is not None
+
+
+#: Request id -> its server span, or its task (the span is read from the task's context
+#: when needed). Kept by the ASGI middleware only while tracing, for the otel sink to
+#: tell a stall's victims which incident delayed them.
+request_holders: dict[str, object] = {}
 
 #: Requests in flight per event loop (``id(loop)`` -> request ids), kept by the ASGI
 #: middleware; the watchdog copies a loop's set when it stalls: those requests waited.

@@ -261,6 +261,7 @@ class Dispatcher:
             suppressed=raw.suppressed,
             pid=self._pid,
             module_globals=raw.globals,
+            parent=getattr(raw, "span", None),
         )
 
 

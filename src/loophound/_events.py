@@ -66,6 +66,10 @@ class Event:
     loop_cpu: float | None = None
     #: Ids of the other requests in flight on this loop while it stalled: they waited.
     victims: tuple[str, ...] = ()
+    #: The trace span active where it happened (an OpenTelemetry ``SpanContext`` when
+    #: the otel sink is in use): the incident's span becomes its child. Not compared,
+    #: not printed, not serialized.
+    parent: object | None = field(default=None, repr=False, compare=False)
     #: The culprit module's globals: the registry and source loader that
     #: ``warnings.warn_explicit`` wants. Not compared, not printed, not serialized.
     module_globals: Mapping[str, Any] | None = field(default=None, repr=False, compare=False)

@@ -79,9 +79,25 @@ class Guard:
                         f"loophound: invalid value for jsonl: {self.config.jsonl!r}; "
                         f"it cannot be opened for append ({exc.strerror})."
                     ) from None
+            elif name == "otel":
+                sinks.append(self._otel_sink())
         if self.config.on_event is not None:
             sinks.append(CallbackSink(self.config.on_event))
         return sinks
+
+    def _otel_sink(self) -> Sink:
+        try:
+            otel = importlib.import_module("loophound.sinks.otel")
+        except ImportError as exc:
+            raise ConfigurationError(
+                "loophound: invalid value for sinks: 'otel' needs opentelemetry-api, which "
+                f"is not importable ({exc}); pip install 'loophound[otel]', or choose from "
+                "warnings, logging, jsonl."
+            ) from None
+        sink: Sink = otel.OtelSink(
+            self.stats, self.loop_delays, self.config.tracer_provider, self.config.meter_provider
+        )
+        return sink
 
     def _install(self) -> None:
         if not self.config.enabled:

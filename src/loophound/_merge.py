@@ -213,6 +213,7 @@ class Merger:
             samples=samples,
             loop_cpu=stall.cpu,
             victims=stall.victims,
+            parent=event.parent if event.parent is not None else stall.span,
         )
 
     # -- time ----------------------------------------------------------------------------

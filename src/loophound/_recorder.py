@@ -21,7 +21,7 @@ from typing import Any
 
 from loophound._allow import AllowRules
 from loophound._config import Config
-from loophound._context import allowed_reason, current_request
+from loophound._context import allowed_reason, current_request, current_span
 from loophound._frames import FrameKinds, extend, walk_to_culprit
 from loophound.detectors.callbacks import StepTracker
 from loophound.exceptions import BlockingCallError, BlockingCallWarning
@@ -57,6 +57,7 @@ class RawIncident:
         "operation",
         "quiet",
         "request",
+        "span",
         "started_at",
         "step",
         "suppressed",
@@ -103,6 +104,7 @@ class RawIncident:
         except RuntimeError:
             self.task = None
         self.request = current_request()
+        self.span = current_span()
 
 
 def continuation(operation: str, detector: str, group: int) -> RawIncident:

@@ -92,6 +92,7 @@ class StallEvents:
             samples=dict(folded),
             loop_cpu=stall.cpu,
             victims=stall.victims,
+            parent=stall.span,
         )
 
     def step(self, step: StepRecord) -> Event | None:
@@ -129,6 +130,7 @@ class StallEvents:
             _task_name(task),
             ("callbacks",),
             request_in(step.context),
+            parent=step.span,
         )
 
     def _event(

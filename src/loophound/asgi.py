@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
 from loophound._config import Config, resolve_config
-from loophound._context import in_flight, request_var
+from loophound._context import in_flight, request_holders, request_var, tracing
 from loophound._events import RequestRecord
 from loophound._guard import Guard, active_guard, install
 
@@ -73,6 +73,8 @@ class _Adapters:
     def __init__(self) -> None:
         self.routes: Callable[[str], str | None] | None = None
         self.span_ids: Callable[[], tuple[str, str] | None] | None = None
+        self.request_span: Callable[[], object | None] | None = None
+        self.describe: Callable[[object, RequestRecord], None] | None = None
         self.hops: contextvars.ContextVar[Any] | None = None
         self.new_hops: Callable[[], Any] | None = None
         if "django" in sys.modules:
@@ -89,6 +91,8 @@ class _Adapters:
                 otel = None
             if otel is not None:
                 self.span_ids = otel.current_span_ids
+                self.request_span = otel.recording_span
+                self.describe = otel.describe_request
 
 
 class LoophoundMiddleware:
@@ -147,27 +151,37 @@ class LoophoundMiddleware:
             return
         adapters = self._ensure_installed()
         request = self._describe(scope, adapters)
+        request_id = request["id"]
         waiting = in_flight.setdefault(id(asyncio.get_running_loop()), set())
-        waiting.add(request["id"])
+        waiting.add(request_id)
         token = request_var.set(request)
+        span = None
+        if tracing() and adapters.request_span is not None:
+            # The otel sink tells this request when a stall delays it: by its span if
+            # one is active here, else through its task's context at that time.
+            span = adapters.request_span()
+            request_holders[request_id] = span if span is not None else asyncio.current_task()
         hops_var = adapters.hops
-        hops = None
+        hops = hops_token = None
         if hops_var is not None and adapters.new_hops is not None:
             hops = adapters.new_hops()
             hops_token = hops_var.set(hops)
-            started_at = time.time_ns()
-            began = time.perf_counter()
+        started_at = time.time_ns()
+        began = time.perf_counter()
         try:
             await self.app(scope, receive, send)
         finally:
             request_var.reset(token)
-            waiting.discard(request["id"])
-            if hops is not None:
-                hops_var.reset(hops_token)  # type: ignore[union-attr]
-                if hops.count:
-                    self._record(request, started_at, time.perf_counter() - began, hops)
+            waiting.discard(request_id)
+            request_holders.pop(request_id, None)
+            if hops_var is not None and hops_token is not None:
+                hops_var.reset(hops_token)
+            if hops is not None and hops.count:
+                self._record(request, started_at, time.perf_counter() - began, hops, span)
 
-    def _record(self, request: dict[str, str], started_at: int, took: float, hops: Any) -> None:
+    def _record(
+        self, request: dict[str, str], started_at: int, took: float, hops: Any, span: object
+    ) -> None:
         guard = self._guard
         if guard is None:
             return
@@ -176,6 +190,9 @@ class LoophoundMiddleware:
                 request, started_at, took, hops.count, hops.wait, hops.run, self._pid
             )
             guard.record_request(record)
+            adapters = self._adapters
+            if span is not None and adapters is not None and adapters.describe is not None:
+                adapters.describe(span, record)
         except Exception:  # the request is served whatever loophound does
             return
 

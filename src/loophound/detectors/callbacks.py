@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from loophound._context import span_in
+
 __all__ = ["CallbacksDetector", "StepRecord"]
 
 _get_ident = threading.get_ident
@@ -31,6 +33,7 @@ class StepRecord:
         "duration_ns",
         "handle_id",
         "slow",
+        "span",
         "started_ns",
         "thread_id",
         "thread_name",
@@ -54,6 +57,8 @@ class StepRecord:
         self.duration_ns = duration_ns
         self.slow = slow
         self.callback = callback
+        #: The active trace span of the step, read now: the task moves on.
+        self.span = span_in(context) if slow else None
 
 
 class StepTracker:

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from types import CodeType, FrameType
 from typing import Any
 
-from loophound._context import allowed_reason_in, in_flight, request_in
+from loophound._context import allowed_reason_in, in_flight, request_in, span_in
 from loophound._frames import FrameKinds, extend, walk_to_culprit
 
 __all__ = ["LoopDelays", "StallRecord", "Watchdog"]
@@ -82,6 +82,7 @@ class StallRecord:
         "loop_id",
         "request",
         "samples",
+        "span",
         "started_ns",
         "task",
         "thread_id",
@@ -104,6 +105,7 @@ class StallRecord:
         #: The request of the stalled task, read when the stall began (a context is
         #: mutable: the request's scope is reset in it when the request ends).
         self.request = state.stall_request
+        self.span = state.stall_span
         #: The other requests in flight on the loop when it stalled.
         self.victims = state.stall_victims
 
@@ -155,6 +157,7 @@ class _LoopState:
         "stall_allowed",
         "stall_context",
         "stall_request",
+        "stall_span",
         "stall_started",
         "stall_task",
         "stall_ticks",
@@ -196,6 +199,7 @@ class _LoopState:
         self.stall_context: Any = None
         self.stall_allowed = False
         self.stall_request: Any = None
+        self.stall_span: object | None = None
         self.stall_victims: tuple[str, ...] = ()
 
 
@@ -503,6 +507,7 @@ class Watchdog:
             context = self._context_of(state.thread_id)
         state.stall_context = context
         state.stall_request = request_in(context)
+        state.stall_span = span_in(context)
         # Copied under the GIL while the loop thread is stuck: it cannot change now.
         waiting = set(in_flight.get(id(state.loop), ()))
         own = state.stall_request.get("id") if isinstance(state.stall_request, dict) else None
