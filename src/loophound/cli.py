@@ -38,6 +38,7 @@ DEMO_PATHS: tuple[tuple[str, bool], ...] = (
     ("/clean/orm/", False),
     ("/clean/sync/", False),
 )
+OTEL_CHOICES = ("console", "otlp", "prometheus")
 _START_TIMEOUT = 30.0
 _REQUEST_TIMEOUT = 30.0
 
@@ -95,6 +96,14 @@ def _parser() -> argparse.ArgumentParser:
         type=_out,
         default=Path("loophound-demo.jsonl"),
         help="JSON-lines event log to append to (default loophound-demo.jsonl)",
+    )
+    demo.add_argument(
+        "--otel",
+        choices=OTEL_CHOICES,
+        default=None,
+        help="also send spans and metrics through OpenTelemetry: console (spans printed by "
+        "the server), otlp (OTLP/HTTP to OTEL_EXPORTER_OTLP_ENDPOINT, default "
+        "localhost:4318) or prometheus (metrics served for scraping)",
     )
     demo.add_argument(
         "--keep-running",
@@ -201,7 +210,28 @@ def _table(events: list[dict[str, Any]]) -> list[str]:
     ]
 
 
-def demo(port: int, per_view: int, out: Path, keep_running: bool) -> int:
+def _otel_environment(otel: str | None) -> dict[str, str]:
+    """Return the standard OpenTelemetry variables the demo server reads."""
+    if otel is None:
+        return {}
+    env = {"LOOPHOUND_SINKS": "jsonl,otel", "OTEL_SERVICE_NAME": "loophound-demo"}
+    if otel == "console":
+        env.update(OTEL_TRACES_EXPORTER="console", OTEL_METRICS_EXPORTER="none")
+    elif otel == "otlp":
+        env.update(OTEL_TRACES_EXPORTER="otlp", OTEL_METRICS_EXPORTER="otlp")
+    else:
+        env.update(
+            OTEL_TRACES_EXPORTER="none",
+            OTEL_METRICS_EXPORTER="prometheus",
+            OTEL_EXPORTER_PROMETHEUS_HOST="127.0.0.1",
+            OTEL_EXPORTER_PROMETHEUS_PORT=os.environ.get(
+                "OTEL_EXPORTER_PROMETHEUS_PORT", str(_free_port())
+            ),
+        )
+    return env
+
+
+def demo(port: int, per_view: int, out: Path, keep_running: bool, otel: str | None = None) -> int:
     """Serve the demo with uvicorn, drive requests at it, print what loophound found."""
     try:
         import django  # noqa: F401, PLC0415
@@ -215,7 +245,18 @@ def demo(port: int, per_view: int, out: Path, keep_running: bool) -> int:
         "DJANGO_SETTINGS_MODULE": "loophound.demo.settings",
         "LOOPHOUND_JSONL": str(out.resolve()),
         "LOOPHOUND_SINKS": "jsonl",
+        **_otel_environment(otel),
     }
+    if otel is not None:
+        try:
+            import opentelemetry.instrumentation.asgi  # noqa: PLC0415
+            import opentelemetry.sdk  # noqa: F401, PLC0415
+        except ImportError as exc:
+            print(
+                f"loophound demo --otel needs {exc.name}: pip install 'loophound[demo]'",
+                file=sys.stderr,
+            )
+            return 2
     command = [
         sys.executable,
         "-m",
@@ -232,6 +273,9 @@ def demo(port: int, per_view: int, out: Path, keep_running: bool) -> int:
         "--no-access-log",
     ]
     print(f"loophound demo: serving the demo project on http://127.0.0.1:{port}/ (uvicorn)")
+    if otel == "prometheus":
+        metrics_port = env["OTEL_EXPORTER_PROMETHEUS_PORT"]
+        print(f"metrics for Prometheus on http://127.0.0.1:{metrics_port}/metrics")
     server = subprocess.Popen(command, env=env)
     try:
         _wait_until_listening(port, server)
@@ -258,7 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``loophound`` command line."""
     args = _parser().parse_args(argv)
     if args.command == "demo":
-        return demo(args.port, args.requests, args.out, args.keep_running)
+        return demo(args.port, args.requests, args.out, args.keep_running, args.otel)
     if args.command == "run":
         from loophound.run import run  # noqa: PLC0415 - only this command needs it
 
