@@ -86,10 +86,12 @@ def _reader(kind: str) -> Any:
         PeriodicExportingMetricReader,
     )
 
+    # The SDK's default is a minute; a demo wants to show something sooner.
+    interval = int(os.environ.get("OTEL_METRIC_EXPORT_INTERVAL", "5000"))
     if kind == "console":
-        return PeriodicExportingMetricReader(ConsoleMetricExporter(), 5000)
+        return PeriodicExportingMetricReader(ConsoleMetricExporter(), interval)
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import (  # noqa: PLC0415
         OTLPMetricExporter,
     )
 
-    return PeriodicExportingMetricReader(OTLPMetricExporter(), 5000)
+    return PeriodicExportingMetricReader(OTLPMetricExporter(), interval)
