@@ -40,6 +40,11 @@ class AllowRules:
         self._needs_frames = bool(self._modules or self._functions or self._paths)
         self.used: set[str] = set()
 
+    @property
+    def rules(self) -> tuple[str, ...]:
+        """The rules, in the order they were given."""
+        return self._rules
+
     def __bool__(self) -> bool:
         return bool(self._rules)
 

@@ -17,7 +17,7 @@ from loophound.exceptions import ConfigurationError
 if TYPE_CHECKING:
     from loophound._events import Event
 
-__all__ = ["DETECTORS", "SINKS", "Config", "resolve_config"]
+__all__ = ["DETECTORS", "SINKS", "Config", "resolve_config", "validate_allow"]
 
 ENV_PREFIX = "LOOPHOUND_"
 DETECTORS = ("audit", "patches", "watchdog", "callbacks")
@@ -159,6 +159,11 @@ def _as_allow(key: str, source: str, value: object) -> tuple[str, ...]:
                 " 'function:myapp.views.export', 'path:/srv/app/legacy/')",
             )
     return rules
+
+
+def validate_allow(value: object, source: str = "argument") -> tuple[str, ...]:
+    """Return allow rules, or raise ``ConfigurationError`` naming the bad one."""
+    return _as_allow("allow", source, value)
 
 
 def _as_path(key: str, source: str, value: object) -> str | None:

@@ -12,13 +12,15 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Self
 
-from loophound._config import Config, resolve_config
+from loophound._allow import AllowRules
+from loophound._config import Config, resolve_config, validate_allow
 from loophound._context import in_flight
 from loophound._dispatch import Dispatcher, Sink
 from loophound._events import Event, RequestRecord
+from loophound._frames import FrameKinds
 from loophound._recorder import Recorder, Stats
 from loophound.detectors.audit import AuditDetector
 from loophound.detectors.callbacks import CallbacksDetector, StepTracker
@@ -300,6 +302,27 @@ class Guard:
         if self._watchdog is not None:
             self._watchdog.flush()
         return self._dispatcher.flush(self.config.flush_timeout if timeout is None else timeout)
+
+    @contextlib.contextmanager
+    def extra_allow(self, rules: Iterable[str], source: str = "argument") -> Iterator[AllowRules]:
+        """Allow more rules for a block (per-test rules of the pytest plugin).
+
+        Yields the combined rules; their ``used`` set says which rules matched in the
+        block. Raises ``ConfigurationError`` for a malformed rule.
+        """
+        extra = validate_allow(tuple(rules), source)
+        recorder = self._recorder
+        if recorder is None:
+            yield AllowRules(extra, FrameKinds())
+            return
+        base = recorder.allow
+        combined = AllowRules((*base.rules, *extra), recorder.kinds)
+        recorder.allow = combined
+        try:
+            yield combined
+        finally:
+            recorder.allow = base
+            base.used |= combined.used & set(base.rules)
 
     def record_request(self, record: RequestRecord) -> None:
         """Hand a served request to the sinks that take requests (from any thread)."""
