@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sysconfig
 import threading
 import warnings
 from collections.abc import Generator
@@ -436,6 +437,11 @@ _PYTEST_DIRS = tuple(
     os.path.dirname(module.__file__ or "") + os.sep for module in (_pytest, pluggy)
 )
 _LOOPHOUND_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+#: Frames above the first frame of the project's own code are the runner's: the event
+#: loop, pytest-asyncio, anyio. They are left out of the failure's stack.
+_RUNNER_DIRS = tuple(
+    {sysconfig.get_paths()[key] + os.sep for key in ("stdlib", "platstdlib", "purelib", "platlib")}
+)
 
 
 def _trimmed(event: Event) -> Event:
@@ -445,6 +451,10 @@ def _trimmed(event: Event) -> Event:
     for index, frame in enumerate(frames):
         if frame.filename.startswith(_PYTEST_DIRS):
             start = index + 1
+    while start < len(frames) - 1 and frames[start].filename.startswith(
+        (*_RUNNER_DIRS, _LOOPHOUND_DIR)
+    ):
+        start += 1
     kept = tuple(f for f in frames[start:] if not f.filename.startswith(_LOOPHOUND_DIR))
     return dataclasses.replace(event, frames=kept or frames)
 
