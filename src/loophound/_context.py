@@ -75,6 +75,24 @@ def span_in(context: object) -> object | None:
         return None
 
 
+#: Called by the watchdog as a stall begins, with (thread id, start in epoch ns, the
+#: ids of the requests it holds up, the active span's context): the otel sink starts
+#: the incident's span then, while the victims' spans are certainly still open.
+StallListener = Callable[[int, int, tuple[str, ...], object], None]
+_stall_listener: StallListener | None = None
+
+
+def set_stall_listener(listener: StallListener | None) -> None:
+    """Install (or, with ``None``, remove) the listener of stalls as they begin."""
+    global _stall_listener
+    _stall_listener = listener
+
+
+def stall_listener() -> StallListener | None:
+    """Return the listener of stalls as they begin, if any."""
+    return _stall_listener
+
+
 def tracing() -> bool:
     """True while a span reader is installed (the otel sink is in use)."""
     return _span_reader is not None

@@ -43,6 +43,19 @@ class Sink(Protocol):
 REQUEST_METHOD = "deliver_request"
 
 
+class Suppressed:
+    """Calls the rate cap dropped, per call site: ``(operation, code, line)`` -> count."""
+
+    __slots__ = ("counts",)
+
+    def __init__(self, counts: list[tuple[tuple[str, CodeType, int], int]]) -> None:
+        self.counts = counts
+
+
+#: A sink may also count them: ``deliver_suppressed(fingerprint: str, count: int)``.
+SUPPRESSED_METHOD = "deliver_suppressed"
+
+
 class _Flush:
     __slots__ = ("done",)
 
@@ -169,6 +182,8 @@ class Dispatcher:
                     continue
                 if isinstance(item, RequestRecord):
                     self._deliver_request(item)
+                elif isinstance(item, Suppressed):
+                    self._deliver_suppressed(item)
                 elif item is not None:
                     self._deliver_all(merger.add(item))
                 self._deliver_all(merger.due(self._queue_empty))
@@ -181,23 +196,25 @@ class Dispatcher:
 
     def _deliver(self, event: Event) -> None:
         self._stats.dispatched += 1
-        for sink in self._sinks:
-            try:
-                sink.deliver(event)
-            except Exception:
-                self._stats.sink_failures += 1
-                self.remove_sink(sink)
-                logger.exception(
-                    "loophound: the %r sink raised and is disabled for this guard", sink.name
-                )
+        self._each_sink("deliver", event)
+
+    def _deliver_suppressed(self, item: Suppressed) -> None:
+        for (operation, code, line), count in item.counts:
+            fingerprint = self._fingerprints.get((operation, code, line))
+            if fingerprint is not None:  # else no event of that site was ever built
+                self._each_sink(SUPPRESSED_METHOD, fingerprint, count)
 
     def _deliver_request(self, record: RequestRecord) -> None:
+        self._each_sink(REQUEST_METHOD, record)
+
+    def _each_sink(self, method: str, *args: object) -> None:
+        """Call ``method`` on every sink that has it; a sink that raises is disabled."""
         for sink in self._sinks:
-            deliver = getattr(sink, REQUEST_METHOD, None)
+            deliver = getattr(sink, method, None)
             if deliver is None:
                 continue
             try:
-                deliver(record)
+                deliver(*args)
             except Exception:
                 self._stats.sink_failures += 1
                 self.remove_sink(sink)

@@ -18,7 +18,7 @@ from typing import Any, Self
 from loophound._allow import AllowRules
 from loophound._config import Config, resolve_config, validate_allow
 from loophound._context import in_flight
-from loophound._dispatch import Dispatcher, Sink
+from loophound._dispatch import Dispatcher, Sink, Suppressed
 from loophound._events import Event, RequestRecord
 from loophound._frames import FrameKinds
 from loophound._recorder import Recorder, Stats
@@ -156,6 +156,7 @@ class Guard:
                 self.loop_delays,
                 context_of=tracker.context_of if tracker is not None else None,
                 parking=tracker.parked if tracker is not None else None,
+                step_started=tracker.started if tracker is not None else None,
             )
             recorder.on_loop_change = self._loop_changed
             detectors.append(watchdog)
@@ -280,6 +281,7 @@ class Guard:
             me = threading.get_ident()
             while recorder.busy - {me} and time.monotonic() < deadline:
                 time.sleep(0.005)
+            self._submit_suppressed()
             unused = recorder.allow.unused()
             if unused:
                 logger.warning("loophound: these allow rules never matched: %s", ", ".join(unused))
@@ -301,7 +303,16 @@ class Guard:
             return True
         if self._watchdog is not None:
             self._watchdog.flush()
+        self._submit_suppressed()
         return self._dispatcher.flush(self.config.flush_timeout if timeout is None else timeout)
+
+    def _submit_suppressed(self) -> None:
+        """Hand the rate cap's uncounted calls to the sinks that count (metrics)."""
+        recorder, dispatcher = self._recorder, self._dispatcher
+        if recorder is not None and dispatcher is not None:
+            counts = recorder.drain_suppressed()
+            if counts:
+                dispatcher.submit(Suppressed(counts))
 
     @contextlib.contextmanager
     def extra_allow(self, rules: Iterable[str], source: str = "argument") -> Iterator[AllowRules]:

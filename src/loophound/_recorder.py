@@ -152,6 +152,16 @@ class _RateCap:
         suppressed, entry[2] = entry[2], 0
         return suppressed
 
+    def drain(self) -> list[tuple[tuple[str, CodeType, int], int]]:
+        """Return and reset the calls suppressed since each site's last admitted one."""
+        drained = []
+        for key, entry in list(self._table.items()):
+            count = entry[2]
+            if count:
+                entry[2] = 0
+                drained.append((key, count))
+        return drained
+
     def _sweep(self, now: int) -> None:
         expired = [k for k, v in self._table.items() if now - v[0] >= self._window_ns]
         for key in expired:
@@ -267,6 +277,10 @@ class Recorder:
         self._anchors.pop(thread_id, None)
         self._import_anchors.pop(thread_id, None)
         self._groups.pop(thread_id, None)
+
+    def drain_suppressed(self) -> list[tuple[tuple[str, CodeType, int], int]]:
+        """Return the calls the rate cap suppressed and no admitted event counted yet."""
+        return self._rate.drain()
 
     def forget_thread_state(self) -> None:
         """Drop remembered anchors (at uninstall, so no frame outlives the guard)."""

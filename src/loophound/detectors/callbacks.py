@@ -71,6 +71,8 @@ class StepTracker:
         self.marked: set[int] = set()
         #: thread id -> unpark callable of a loop whose watchdog tick rests while idle
         self.parked: dict[int, Any] = {}
+        #: thread id -> when (perf_counter ns) the step running there began
+        self.started: dict[int, int] = {}
 
     def step_of(self, thread_id: int) -> int:
         """Return the id of the handle running on ``thread_id`` (0 outside steps)."""
@@ -105,6 +107,7 @@ class CallbacksDetector:
         current = self._tracker.current
         marked = self._tracker.marked
         parked = self._tracker.parked
+        started = self._tracker.started
         emit = self._emit
         epoch_offset = _time_ns() - _perf_ns()
 
@@ -119,7 +122,7 @@ class CallbacksDetector:
                         pass
             outer = current.get(tid)
             current[tid] = handle
-            start = _perf_ns()
+            start = started[tid] = _perf_ns()
             try:
                 original(handle)
             finally:

@@ -30,7 +30,14 @@ from collections.abc import Callable
 from types import CodeType, FrameType
 from typing import Any
 
-from loophound._context import allowed_reason_in, in_flight, request_in, span_in
+from loophound._context import (
+    allowed_reason_in,
+    in_flight,
+    request_in,
+    set_stall_listener,
+    span_in,
+    stall_listener,
+)
 from loophound._frames import FrameKinds, extend, walk_to_culprit
 
 __all__ = ["LoopDelays", "StallRecord", "Watchdog"]
@@ -217,6 +224,7 @@ class Watchdog:
         delays: LoopDelays,
         context_of: Callable[[int], Any] | None = None,
         parking: dict[int, Callable[[], None]] | None = None,
+        step_started: dict[int, int] | None = None,
     ) -> None:
         self.threshold_ns = int(threshold * 1e9)
         self.interval = self.interval_for(threshold)
@@ -229,6 +237,8 @@ class Watchdog:
         #: thread id -> unpark, for loops whose tick is parked while they idle; the
         #: callbacks detector calls it at the loop's next step (asyncio loops only).
         self._parking = parking
+        #: thread id -> start of the running step (perf ns), where steps are timed.
+        self._step_started = step_started
         self._states: dict[int, _LoopState] = {}
         # Re-entrant: a check that finds a closed loop forgets it under the same lock.
         self._lock = threading.RLock()
@@ -514,6 +524,27 @@ class Watchdog:
         waiting.discard(own)
         state.stall_victims = tuple(sorted(waiting))
         state.stall_allowed = False
+        listener = stall_listener()
+        if listener is not None and waiting and allowed_reason_in(context) is None:
+            try:
+                listener(
+                    state.thread_id,
+                    self._stall_began_at(state, started) + self._epoch_offset,
+                    state.stall_victims,
+                    state.stall_span,
+                )
+            except Exception:
+                logger.exception("loophound: a stall listener raised; it is removed")
+                set_stall_listener(None)
+
+    def _stall_began_at(self, state: _LoopState, due: int) -> int:
+        """Return when the stuck step began: exact where steps are timed, else the last
+        on-time tick (the step began after it), so that a span from here covers it."""
+        steps = self._step_started
+        step = steps.get(state.thread_id) if steps is not None else None
+        if step is not None and due - self.threshold_ns - int(self.interval * 1e9) <= step <= due:
+            return step
+        return due - int(self.interval * 1e9)
 
     def _sample(self, state: _LoopState, snapshot: dict[int, FrameType]) -> None:
         if len(state.samples) >= _MAX_SAMPLES:

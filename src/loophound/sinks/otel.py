@@ -20,6 +20,7 @@ cap suppressed too.
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -27,7 +28,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
 from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind
 
-from loophound._context import request_holders, set_span_reader
+from loophound._context import request_holders, set_span_reader, set_stall_listener
 from loophound._events import Event
 from loophound._frames import relative_to_import_root
 from loophound._recorder import Stats
@@ -57,6 +58,10 @@ METRICS: tuple[tuple[str, str, str, str], ...] = (
 _DESCRIBED = {name: (unit, text) for name, _, unit, text in METRICS}
 _VICTIM_BUCKETS = (0, 1, 2, 5, 10, 20, 50, 100)
 _get_current_span = trace.get_current_span
+#: Fingerprints whose counter labels are kept for suppressed calls.
+_LABEL_SETS = 10_000
+#: A stall's start as the watchdog saw it and as the incident says may differ a little.
+_SLACK_NS = 50_000_000
 
 
 def span_context_now() -> SpanContext | None:
@@ -85,6 +90,12 @@ def _observable(meter: metrics.Meter, name: str, read: Callable[[], int]) -> Non
     )
 
 
+_HEADER = "Traceback (most recent call last):\n"
+_ELLIPSIS = "  ...\n"
+#: Bytes the frame lines may take: the header and the "..." line must fit as well.
+_FRAMES_BUDGET = STACKTRACE_LIMIT - 1 - len(_HEADER) - len(_ELLIPSIS)
+
+
 def _stacktrace(event: Event) -> str:
     """Return the stack as a traceback text under STACKTRACE_LIMIT, innermost kept."""
     lines: list[str] = []
@@ -92,11 +103,11 @@ def _stacktrace(event: Event) -> str:
     for frame in reversed(event.frames):
         line = f'  File "{frame.filename}", line {frame.lineno}, in {frame.function}\n'
         size += len(line.encode("utf-8", "replace"))
-        if size > STACKTRACE_LIMIT - 40:
-            lines.append("  ...\n")
+        if size > _FRAMES_BUDGET:
+            lines.append(_ELLIPSIS)
             break
         lines.append(line)
-    return "Traceback (most recent call last):\n" + "".join(reversed(lines))
+    return _HEADER + "".join(reversed(lines))
 
 
 class OtelSink:
@@ -127,9 +138,15 @@ class OtelSink:
         _observable(meter, "loophound.events.dropped", lambda: stats.dropped)
         _observable(meter, "loophound.sink.failures", lambda: stats.sink_failures)
         self._culprits: dict[str, str] = {}
+        #: Counter labels per fingerprint, for calls the rate cap suppressed.
+        self._labels: dict[str, dict[str, str]] = {}
+        #: Spans of stalls started as they began (they had victims), by loop thread.
+        self._open: dict[int, list[tuple[int, trace.Span]]] = {}
+        self._open_lock = threading.Lock()
         self._delays = delays
         delays.observers = (*delays.observers, self._observe_delay)
         set_span_reader(span_context_now)
+        set_stall_listener(self.stall_began)
 
     # -- metrics -------------------------------------------------------------------------
 
@@ -158,41 +175,106 @@ class OtelSink:
             "loophound.culprit": self._culprit_label(event),
         }
         self._incidents.add(1 + event.suppressed, labels)
+        if event.fingerprint not in self._labels and len(self._labels) < _LABEL_SETS:
+            self._labels[event.fingerprint] = labels
         if event.duration is not None:
             self._duration.record(event.duration, labels)
         if "watchdog" in event.detectors:  # the loop stalled: who waited for it
             self._victims.record(len(event.victims))
 
+    def deliver_suppressed(self, fingerprint: str, count: int) -> None:
+        """Count calls the rate cap suppressed, with their call site's labels."""
+        labels = self._labels.get(fingerprint)
+        if labels is not None:
+            self._incidents.add(count, labels)
+
     # -- spans ---------------------------------------------------------------------------
+
+    def stall_began(
+        self, thread_id: int, started_ns: int, victims: tuple[str, ...], parent: object
+    ) -> None:
+        """On the watchdog thread, as a stall with victims begins: open its span now.
+
+        The loop is stuck, so no victim can finish before its span is told; the span
+        is named, described and ended when the incident is delivered.
+        """
+        spans = self._victim_spans(victims)
+        if not spans:
+            return
+        span = self._start(
+            "loop stall", parent, started_ns, {"loophound.kind": "stall"}, spans
+        )
+        incident = span.get_span_context()
+        for victim in spans:
+            self._tell_victim(victim, incident, started_ns, {"loophound.kind": "stall"})
+        with self._open_lock:
+            self._open.setdefault(thread_id, []).append((started_ns, span))
+
+    def _started_for(self, event: Event) -> trace.Span | None:
+        """Return the span opened as this incident's stall began, if there was one."""
+        if "watchdog" not in event.detectors:
+            return None
+        end = event.started_at + round((event.duration or 0.0) * 1e9)
+        with self._open_lock:
+            opened = self._open.get(event.thread_id)
+            if not opened:
+                return None
+            for index, (started, span) in enumerate(opened):
+                if event.started_at - _SLACK_NS <= started <= end:
+                    del opened[index]
+                    return span
+            # Stalls older than this one whose incident never came (rate cap, allowed).
+            stale = [(s, span) for s, span in opened if s < event.started_at - _SLACK_NS]
+            opened[:] = [(s, span) for s, span in opened if s >= event.started_at - _SLACK_NS]
+        for _, span in stale:
+            span.end()
+        return None
+
+    def _start(
+        self,
+        name: str,
+        parent: object,
+        start: int,
+        attributes: dict[str, Any],
+        victims: list[trace.Span],
+    ) -> trace.Span:
+        if isinstance(parent, SpanContext) and parent.is_valid:
+            context = trace.set_span_in_context(NonRecordingSpan(parent))
+        else:
+            context = otel_context.Context()  # a root span: no request span was active
+        links = [
+            Link(span.get_span_context(), {"loophound.relation": "delayed"}) for span in victims
+        ]
+        return self._tracer.start_span(
+            name,
+            context=context,
+            kind=SpanKind.INTERNAL,
+            attributes=attributes,
+            links=links,
+            start_time=start,
+        )
 
     def deliver(self, event: Event) -> None:
         """Count the incident and, unless it is quiet (a module load), trace it."""
         self._count(event)
         if event.quiet:
             return
+        name = _SPAN_NAMES.get(event.kind, f"blocking {event.operation}")
+        attributes = self._attributes(event)
+        end = event.started_at + round((event.duration or 0.0) * 1e9)
+        span = self._started_for(event)
+        if span is not None:  # opened as the stall began; its victims were told then
+            span.update_name(name)
+            span.set_attributes(attributes)
+            span.end(end_time=end)
+            return
         victims = self._victim_spans(event.victims)
-        links = [
-            Link(span.get_span_context(), {"loophound.relation": "delayed"}) for span in victims
-        ]
-        parent = event.parent
-        if isinstance(parent, SpanContext) and parent.is_valid:
-            context = trace.set_span_in_context(NonRecordingSpan(parent))
-        else:
-            context = otel_context.Context()  # a root span: no request span was active
-        start = event.started_at
-        end = start + round((event.duration or 0.0) * 1e9)
-        span = self._tracer.start_span(
-            _SPAN_NAMES.get(event.kind, f"blocking {event.operation}"),
-            context=context,
-            kind=SpanKind.INTERNAL,
-            attributes=self._attributes(event),
-            links=links,
-            start_time=start,
-        )
+        span = self._start(name, event.parent, event.started_at, attributes, victims)
         span.end(end_time=end)
         incident = span.get_span_context()
+        told = _told(event)
         for victim in victims:
-            self._tell_victim(victim, incident, event)
+            self._tell_victim(victim, incident, event.started_at, told)
 
     def _attributes(self, event: Event) -> dict[str, Any]:
         attributes: dict[str, Any] = {
@@ -241,31 +323,44 @@ class OtelSink:
                 spans.append(span)
         return spans
 
-    def _tell_victim(self, victim: trace.Span, incident: SpanContext, event: Event) -> None:
+    def _tell_victim(
+        self, victim: trace.Span, incident: SpanContext, when: int, about: dict[str, Any]
+    ) -> None:
         attributes: dict[str, Any] = {
             "loophound.incident.trace_id": format(incident.trace_id, "032x"),
             "loophound.incident.span_id": format(incident.span_id, "016x"),
-            "loophound.kind": event.kind,
-            "loophound.operation": event.operation,
+            **about,
         }
-        if event.duration is not None:
-            attributes["loophound.duration"] = event.duration
-        if event.culprit is not None:
-            attributes["code.file.path"] = event.culprit.filename
-            attributes["code.line.number"] = event.culprit.lineno
-        route = (event.request or {}).get("route")
-        if route:
-            attributes["loophound.culprit.route"] = route
-        victim.add_event("loophound.delayed", attributes, timestamp=event.started_at)
-        add_link = getattr(victim, "add_link", None)
+        victim.add_event("loophound.delayed", attributes, timestamp=when)
+        add_link = getattr(victim, "add_link", None)  # SDK 1.23+
         if add_link is not None:
             add_link(incident, {"loophound.relation": "delayed_by"})
 
     def close(self) -> None:
-        """Stop reading spans and heartbeats; flushing is the SDK's job."""
+        """Stop reading spans and heartbeats, end open spans; flushing is the SDK's job."""
         set_span_reader(None)
+        set_stall_listener(None)
+        with self._open_lock:
+            opened = [span for spans in self._open.values() for _, span in spans]
+            self._open.clear()
+        for span in opened:
+            span.end()
         observers = self._delays.observers
         self._delays.observers = tuple(o for o in observers if o != self._observe_delay)
+
+
+def _told(event: Event) -> dict[str, Any]:
+    """Return what a victim's span event says about the incident that delayed it."""
+    about: dict[str, Any] = {"loophound.kind": event.kind, "loophound.operation": event.operation}
+    if event.duration is not None:
+        about["loophound.duration"] = event.duration
+    if event.culprit is not None:
+        about["code.file.path"] = event.culprit.filename
+        about["code.line.number"] = event.culprit.lineno
+    route = (event.request or {}).get("route")
+    if route:
+        about["loophound.culprit.route"] = route
+    return about
 
 
 def _span_of(holder: object) -> trace.Span | None:

@@ -1,0 +1,1 @@
+"""Grafana dashboards for loophound's metrics: build.py writes the JSON files here."""
