@@ -27,7 +27,13 @@ from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
 from loophound._config import Config, resolve_config
-from loophound._context import in_flight, request_holders, request_var, tracing
+from loophound._context import (
+    allow_blocking,
+    in_flight,
+    request_holders,
+    request_var,
+    tracing,
+)
 from loophound._events import RequestRecord
 from loophound._guard import Guard, active_guard, install
 
@@ -66,8 +72,8 @@ class _Adapters:
     """What the optional packages add to each request, loaded once per process.
 
     Loaded by name, and only when the package is there: Django's route templates,
-    asgiref's thread hops, OpenTelemetry's span ids. Loaded before the guard is
-    installed, so that their imports are start-up, not incidents.
+    asgiref's thread hops, OpenTelemetry's span ids. Loaded in an allow scope, so
+    that their imports are never incidents, even under a guard installed earlier.
     """
 
     def __init__(self) -> None:
@@ -131,7 +137,10 @@ class LoophoundMiddleware:
     def _install_locked(self) -> _Adapters:
         pid = os.getpid()
         if self._adapters is None:
-            self._adapters = _Adapters()
+            # A guard may already be installed (gunicorn --preload, an install() at
+            # import time): loophound's own imports are not the user's incidents.
+            with allow_blocking("loophound loads its adapters"):
+                self._adapters = _Adapters()
         if self._guard is None or self._pid != pid or not self._guard.installed:
             current = active_guard()
             if current is None:
