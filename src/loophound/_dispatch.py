@@ -79,6 +79,7 @@ class Dispatcher:
         hold: float = 0.0,
         wait_for_stalls: bool = False,
         stalled_threads: Callable[[], frozenset[int]] | None = None,
+        suspended_since: Callable[[int, int], bool] | None = None,
     ) -> None:
         self._sinks: tuple[Sink, ...] = tuple(sinks)
         self._max_frames = max_frames
@@ -97,6 +98,7 @@ class Dispatcher:
             hold_ns=int(hold * 1e9),
             wait_for_stalls=wait_for_stalls,
             stalled_threads=stalled_threads or frozenset,
+            suspended_since=suspended_since,
         )
 
     def start(self) -> None:

@@ -136,6 +136,9 @@ class Guard:
             hold=hold,
             wait_for_stalls=watching,
             stalled_threads=lambda: self._held_threads(watchdog),
+            suspended_since=lambda thread, since: (
+                watchdog is not None and watchdog.suspended_since(thread, since)
+            ),
         )
         recorder = Recorder(config, dispatcher.submit, self.stats)
         tracker = StepTracker() if timing else None

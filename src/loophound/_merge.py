@@ -58,8 +58,8 @@ class _SlowStep:
     ) -> None:
         self.step = step
         self.event = event
-        #: What to deliver if the watchdog saw no stall: the call as it was, or nothing
-        #: (the watchdog decided the step was not the loop's fault, e.g. SIGSTOP).
+        #: What to deliver if the watchdog saw no stall and the process was suspended
+        #: meanwhile (SIGSTOP: not the loop's fault): the call as it was, or nothing.
         self.fallback = fallback
         self.deadline = deadline
 
@@ -76,6 +76,7 @@ class Merger:
         hold_ns: int,
         wait_for_stalls: bool,
         stalled_threads: Callable[[], frozenset[int]],
+        suspended_since: Callable[[int, int], bool] | None = None,
     ) -> None:
         self._build = build
         self._build_stall = build_stall
@@ -83,6 +84,7 @@ class Merger:
         self._hold_ns = hold_ns
         self._wait_for_stalls = wait_for_stalls
         self._stalled_threads = stalled_threads
+        self._suspended_since = suspended_since
         self._groups: dict[int, _Group] = {}
         self._slow: list[_SlowStep] = []
         self._last_due = 0
@@ -251,12 +253,19 @@ class Merger:
         keep = []
         for slow in self._slow:
             if now >= slow.deadline:
-                if slow.fallback is not None:
-                    out.append(slow.fallback)
+                # No stall came: the watchdog's tick was late by less than the threshold
+                # (a step just over it) or the process was suspended.
+                event = slow.fallback if self._suspended(slow.step) else slow.event
+                if event is not None:
+                    out.append(event)
             else:
                 keep.append(slow)
         self._slow = keep
         return out
+
+    def _suspended(self, step: StepRecord) -> bool:
+        check = self._suspended_since
+        return check is not None and check(step.thread_id, step.started_ns)
 
     def next_deadline(self) -> int | None:
         """Return when ``due()`` should next be called (perf_counter ns), if ever."""
@@ -267,7 +276,10 @@ class Merger:
     def drain(self) -> list[Event]:
         """Deliver everything held (at flush and uninstall)."""
         out = [self.group_event(g) for g in self._take_groups(lambda _g: True)]
-        out.extend(s.fallback for s in self._slow if s.fallback is not None)
+        for slow in self._slow:
+            event = slow.fallback if self._suspended(slow.step) else slow.event
+            if event is not None:
+                out.append(event)
         self._slow = []
         return out
 

@@ -121,7 +121,7 @@ def settings_from(config: pytest.Config) -> PluginSettings:
             values[name] = value
     allow = _option(config, "allow") or []
     try:
-        resolved = resolve_config(values)
+        resolved = resolve_config(values, environ={})
         rules = validate_allow(list(allow), "--loophound-allow / loophound_allow")
     except ConfigurationError as exc:
         raise pytest.UsageError(f"{exc} (as --loophound-<key> or ini loophound_<key>)") from None
@@ -219,6 +219,13 @@ class LoophoundPlugin:
         self._used: set[str] = set()
         self._item: _ItemSettings | None = None
         self._controller = False
+        self._invalid: dict[str, str] = {}
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        message = self._invalid.get(item.nodeid)
+        if message is not None:
+            pytest.fail(message, pytrace=False)
 
     # -- session -----------------------------------------------------------------------
 
@@ -296,8 +303,22 @@ class LoophoundPlugin:
     def pytest_runtest_protocol(self, item: pytest.Item) -> Generator[None, object, object]:
         if self.guard is None:
             return (yield)
-        settings = self._settings_for(item)
+        try:
+            settings = self._settings_for(item)
+        except pytest.UsageError as exc:
+            if not hasattr(self.config, "workerinput"):
+                raise
+            # An xdist worker cannot stop the run: the test errors with the message.
+            self._invalid[item.nodeid] = str(exc)
+            try:
+                return (yield)
+            finally:
+                self._invalid.pop(item.nodeid, None)
         with ExitStack() as stack:
+            if settings.mode == "off":
+                # The guard's strict mode reads the warning filters: off means off.
+                stack.enter_context(warnings.catch_warnings())
+                warnings.filterwarnings("ignore", category=BlockingCallWarning)
             if settings.threshold < self.settings.threshold and self._owned:
                 # A stricter threshold than the session's: a guard of its own for it.
                 stack.callback(self._swap_guard, self.settings.threshold)
@@ -323,9 +344,10 @@ class LoophoundPlugin:
             return _ItemSettings(session.threshold, session.mode, ())
         unknown = set(marker.kwargs) - {"allow", "threshold", "mode"}
         if marker.args or unknown:
+            bad = [repr(arg) for arg in marker.args] + sorted(unknown)
             raise pytest.UsageError(
-                f"loophound: invalid loophound marker on {item.nodeid}: takes only the keyword "
-                "arguments allow, threshold and mode"
+                f"loophound: invalid loophound marker on {item.nodeid}: unexpected argument(s) "
+                f"{', '.join(bad)}; it takes only the keyword arguments allow, threshold and mode"
             )
         mode = str(marker.kwargs.get("mode", session.mode)).lower()
         if mode not in MODES:
@@ -340,10 +362,10 @@ class LoophoundPlugin:
                     {"threshold": marker.kwargs["threshold"]}, environ={}
                 ).threshold
             allow = validate_allow(
-                list(marker.kwargs.get("allow", ())), f"the loophound marker on {item.nodeid}"
+                marker.kwargs.get("allow", ()), f"the loophound marker on {item.nodeid}"
             )
         except ConfigurationError as exc:
-            raise pytest.UsageError(str(exc)) from None
+            raise pytest.UsageError(f"{exc} (in the loophound marker on {item.nodeid})") from None
         for rule in allow:
             if rule not in self._rules:
                 self._rules.append(rule)

@@ -350,6 +350,18 @@ class Watchdog:
                 if state.stalled and state.ticks != state.stall_ticks:
                     self._end_stall(state, _cpu_ns(state.cpu_clock))
 
+    def suspended_since(self, thread_id: int, since_epoch_ns: int) -> bool:
+        """True when the process was found suspended (SIGSTOP) after ``since_epoch_ns``.
+
+        A slow step that no stall explains is the loop's own slowness, unless the whole
+        process stood still meanwhile.
+        """
+        with self._lock:
+            state = self._states.get(thread_id)
+            if state is None:
+                return False
+            return state.suspended_until + self._epoch_offset >= since_epoch_ns
+
     def watched(self) -> list[asyncio.AbstractEventLoop]:
         """Return the loops being watched now."""
         with self._lock:
@@ -490,6 +502,10 @@ class Watchdog:
         # CPU time at the previous look, shortly before the stall began: the stall is
         # noticed a threshold after it started, and that part counts too.
         cpu_at_start = cpu - cpu_delta if cpu is not None and cpu_delta is not None else cpu
+        if state.tick_cpu is not None and cpu is not None:
+            # Better: the loop thread's CPU time at its last tick, read on that thread
+            # just before the stuck step began (asyncio loops): the whole stall counts.
+            cpu_at_start = min(state.tick_cpu, cpu)
         self._begin_stall(state, state.due, cpu_at_start)
         self._sample(state, snapshot)
         return True
