@@ -1,4 +1,4 @@
-"""The ``loophound`` command: ``loophound demo`` and ``loophound run -- SERVER ...``.
+"""The ``loophound`` command: ``demo``, ``run -- SERVER ...`` and ``report``.
 
 Bad arguments print a message naming the argument, the value and what is accepted,
 and exit with status 2 before anything starts.
@@ -21,6 +21,8 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from loophound.report import command as report_command
 
 __all__ = ["main"]
 
@@ -118,6 +120,7 @@ def _parser() -> argparse.ArgumentParser:
         "Example: loophound run -- uvicorn proj.asgi:application --port 8000",
     )
     run.add_argument("server", nargs=argparse.REMAINDER, help="the server command line")
+    report_command.add_parser(commands)
     return parser
 
 
@@ -295,7 +298,23 @@ def demo(port: int, per_view: int, out: Path, keep_running: bool, otel: str | No
     print("\n".join(_table(events)))
     print()
     print(f"{len(events)} events written to {out}")
+    _write_demo_report(events, out)
     return 0
+
+
+def _write_demo_report(events: list[dict[str, Any]], out: Path) -> None:
+    """Write this run's HTML report next to the log, never over a file not ours."""
+    from loophound.report.aggregate import summarize  # noqa: PLC0415 - only at the end
+    from loophound.report.html import GENERATOR, write_html  # noqa: PLC0415
+
+    target = out.with_suffix(".html")
+    if target.exists():
+        head = target.read_text(encoding="utf-8", errors="replace")[:2000]
+        if GENERATOR not in head:
+            print(f"not writing the HTML report: {target} exists and was not made by loophound")
+            return
+    write_html(summarize(events), str(target), [str(out)], [])
+    print(f"HTML report (flame graph, timeline): {target.resolve()}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -303,6 +322,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "demo":
         return demo(args.port, args.requests, args.out, args.keep_running, args.otel)
+    if args.command == "report":
+        return report_command.run(args)
     if args.command == "run":
         from loophound.run import run  # noqa: PLC0415 - only this command needs it
 

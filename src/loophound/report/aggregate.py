@@ -24,6 +24,8 @@ _OPS = 20
 _STACKS = 20_000
 _TIMELINE_CELLS = 200_000
 _GROUPS = 100_000
+#: A duration beyond a day is a corrupt line, not a stall (and ``inf`` breaks the sketch).
+_LONGEST = 86_400.0
 #: Timeline cells are this wide (ns): a minute.
 TIMELINE_STEP = 60 * 1_000_000_000
 
@@ -131,7 +133,7 @@ def _bounded_add(counter: Counter[str], key: str, limit: int) -> None:
 
 def _duration(record: Mapping[str, Any]) -> float | None:
     value = record.get("duration")
-    if isinstance(value, int | float) and value >= 0:
+    if isinstance(value, int | float) and 0 <= value < _LONGEST:
         return float(value)
     return None
 
