@@ -178,7 +178,7 @@ class LoophoundMiddleware:
         started_at = time.time_ns()
         began = time.perf_counter()
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, self._sender(send, waiting, request_id))
         finally:
             request_var.reset(token)
             waiting.discard(request_id)
@@ -204,6 +204,24 @@ class LoophoundMiddleware:
                 adapters.describe(span, record)
         except Exception:  # the request is served whatever loophound does
             return
+
+    @staticmethod
+    def _sender(send: Send, waiting: set[str], request_id: str) -> Send:
+        """Return ``send`` that ends the request's wait once its response is out.
+
+        Django still runs the response's ``close()`` in a thread after the last body
+        message; a stall then no longer delays that request's client.
+        """
+
+        async def sent(message: Message) -> None:
+            await send(message)
+            kind = message.get("type")
+            if (kind == "http.response.body" and not message.get("more_body")) or (
+                kind == "websocket.close"
+            ):
+                waiting.discard(request_id)
+
+        return sent
 
     def _lifespan_receive(self, receive: Receive) -> Receive:
         async def wrapped() -> Message:

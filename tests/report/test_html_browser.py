@@ -129,9 +129,11 @@ def chromium() -> str:
     return lines[-1]
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: Playwright's sync API keeps an event loop marked running
+# on the main thread while it is open, and the tests after this module must not see it.
+@pytest.fixture(scope="module")
 def browser(chromium: str) -> Iterator[Browser]:
-    """Headless Chromium (the system's binary, never a downloaded one), for the session."""
+    """Headless Chromium (the system's binary, never a downloaded one), for this module."""
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(
             executable_path=chromium, headless=True, timeout=60_000

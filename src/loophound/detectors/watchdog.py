@@ -538,6 +538,10 @@ class Watchdog:
         waiting = set(in_flight.get(id(state.loop), ()))
         own = state.stall_request.get("id") if isinstance(state.stall_request, dict) else None
         waiting.discard(own)
+        if context is None:
+            # Whose step this is cannot be read (uvloop on 3.11): the culprit's own
+            # request could not be told from the ones that waited, so none are named.
+            waiting.clear()
         state.stall_victims = tuple(sorted(waiting))
         state.stall_allowed = False
         listener = stall_listener()
