@@ -95,6 +95,49 @@ def test_socket_recv_is_flagged(pair: tuple[socket.socket, socket.socket]) -> No
     only_event(run_captured(main), "socket.recv", "# marker-recv")
 
 
+def test_a_non_blocking_socket_leaves_the_wrappers_and_returns_when_it_can_block(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    """A non-blocking socket's calls go straight to the originals until it can block again."""
+    a, b = pair
+    a.sendall(b"xyz")
+    b.settimeout(0)
+
+    async def main() -> None:
+        assert b.recv(1) == b"x"  # non-blocking: no incident, and the socket moves
+        assert type(b) is not socket.socket
+        assert isinstance(b, socket.socket)
+        assert repr(b).startswith("<socket.socket ")
+        assert not hasattr(type(b).recv, "__loophound_original__")
+        assert b.recv(1) == b"y"
+        b.settimeout(BOUND)  # it can block again: watched again
+        assert type(b) is socket.socket
+        assert b.recv(1) == b"z"  # marker-recv-again
+
+    only_event(run_captured(main), "socket.recv", "# marker-recv-again")
+
+
+def test_a_socket_subclass_keeps_its_class(pair: tuple[socket.socket, socket.socket]) -> None:
+    """Only exact socket.socket objects move: a subclass (like ssl.SSLSocket) stays as it is."""
+
+    class Mine(socket.socket):
+        pass
+
+    _, b = pair
+    mine = Mine(b.family, b.type, b.proto, b.detach())
+    mine.settimeout(0)
+
+    async def main() -> None:
+        with pytest.raises(BlockingIOError):
+            mine.recv(1)
+        assert type(mine) is Mine
+
+    try:
+        assert run_captured(main) == []
+    finally:
+        mine.close()
+
+
 def test_socket_recv_into_is_flagged(pair: tuple[socket.socket, socket.socket]) -> None:
     """recv_into on a blocking socket is one socket.recv_into event."""
     a, b = pair

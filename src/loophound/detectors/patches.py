@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import importlib
 import logging
+import socket
 import sys
 import threading
 import time
@@ -137,23 +138,66 @@ def _wrap_sleep(operation: str, original: Callable[..., Any]) -> Callable[..., A
     return sleep
 
 
+class _NonBlockingSocket(socket.socket):
+    """A ``socket.socket`` whose timeout is 0: its methods are the unwrapped originals.
+
+    A non-blocking socket can never block the loop, so the wrapper moves it to this
+    class (same layout, ``__class__`` assignment) the first time it sees one: later
+    calls, and the ``BlockingIOError`` they raise, never pass through a Python frame
+    of loophound's (an exception crossing one costs ~200 ns; bench/passthrough.py).
+    ``settimeout``/``setblocking`` move it back when it can block again. Only exact
+    ``socket.socket`` objects move: subclasses (``ssl.SSLSocket``) keep their class.
+    """
+
+    __slots__ = ()
+
+    def settimeout(self, value: float | None) -> None:
+        """Set the timeout; a socket that can block again goes back to being watched."""
+        super().settimeout(value)
+        if value != 0.0:
+            self.__class__ = socket.socket  # type: ignore[assignment]
+
+    def setblocking(self, flag: bool) -> None:
+        """Set blocking mode; a blocking socket goes back to being watched."""
+        super().setblocking(flag)
+        if flag:
+            self.__class__ = socket.socket  # type: ignore[assignment]
+
+
+# Its repr, pickling errors and type names read as the socket it is.
+_NonBlockingSocket.__module__ = socket.socket.__module__
+_NonBlockingSocket.__name__ = _NonBlockingSocket.__qualname__ = socket.socket.__qualname__
+_SOCKET = socket.socket
+
+
+def _unwatch(sock: Any) -> None:
+    """Move an exact ``socket.socket`` to ``_NonBlockingSocket`` (see there)."""
+    if type(sock) is _SOCKET:
+        sock.__class__ = _NonBlockingSocket
+
+
 def _wrap_socket(operation: str, original: Callable[..., Any]) -> Callable[..., Any]:
     """Socket and SSL socket methods: ``_socket`` inline (the socket has a timeout).
 
     ``socket.socket``'s methods that take no keyword arguments get a wrapper without
-    ``**kwargs`` (one dict less per call); a keyword still raises ``TypeError``.
+    ``**kwargs`` (one dict less per call); a keyword still raises ``TypeError``. A
+    non-blocking ``socket.socket`` is moved out of the wrapper's way (see
+    ``_NonBlockingSocket``), so only its first call pays for the wrapper.
     """
     if operation in _POSITIONAL_SOCKET_OPERATIONS:
 
         def positional(*args: Any) -> Any:
             recorder = _recorder
-            if recorder is None or _get_running_loop() is None:
+            if recorder is None:
                 return original(*args)
             try:
-                waits = args[0].gettimeout() != 0.0
-            except Exception:
-                waits = False  # no or a bad socket: the original raises its own error
-            if not waits:
+                timeout = args[0].gettimeout()
+            except Exception:  # no or a bad socket: the original raises its own error
+                return original(*args)
+            if timeout == 0.0:
+                _unwatch(args[0])
+                return original(*args)
+            if _get_running_loop() is None:
                 return original(*args)
             return _blocking_call(recorder, operation, original, args, {})
 
@@ -161,13 +205,16 @@ def _wrap_socket(operation: str, original: Callable[..., Any]) -> Callable[..., 
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         recorder = _recorder
-        if recorder is None or _get_running_loop() is None:
+        if recorder is None:
             return original(*args, **kwargs) if kwargs else original(*args)
         try:
-            waits = args[0].gettimeout() != 0.0
-        except Exception:
-            waits = False  # no or a bad socket: the original raises its own error
-        if not waits:
+            timeout = args[0].gettimeout()
+        except Exception:  # no or a bad socket: the original raises its own error
+            return original(*args, **kwargs) if kwargs else original(*args)
+        if timeout == 0.0:
+            _unwatch(args[0])
+            return original(*args, **kwargs) if kwargs else original(*args)
+        if _get_running_loop() is None:
             return original(*args, **kwargs) if kwargs else original(*args)
         return _blocking_call(recorder, operation, original, args, kwargs)
 
@@ -373,6 +420,9 @@ class PatchDetector:
             for spec in self._table:
                 owner = _resolve(spec.owner)
                 original = getattr(owner, spec.attribute)
+                if owner is _SOCKET:
+                    # Non-blocking sockets moved out of the wrappers' way use these.
+                    setattr(_NonBlockingSocket, spec.attribute, original)
                 self._set(owner, spec.attribute, _wrap(spec.operation, original, spec.may_wait))
             for module_name, attribute in POLLER_FACTORIES:
                 owner = _resolve(module_name)
