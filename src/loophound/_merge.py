@@ -198,6 +198,11 @@ class Merger:
             rest = [self.group_event(g) for g in groups if g is not main]
             event = self.group_event(main)
             return [*rest, self._absorb(event, stall, keep_duration=False)]
+        if stall.steps_timed and not stall.samples and self._wait_for_stalls:
+            # Seen only as a late tick, after it ended, on a loop whose every step is
+            # timed, and no step was slow: the process was starved of CPU, the loop
+            # did not hold anything up.
+            return []
         event = self._build_stall(stall)
         return [] if event is None else [event]
 

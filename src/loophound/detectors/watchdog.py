@@ -91,6 +91,7 @@ class StallRecord:
         "samples",
         "span",
         "started_ns",
+        "steps_timed",
         "task",
         "thread_id",
         "thread_name",
@@ -113,6 +114,9 @@ class StallRecord:
         #: mutable: the request's scope is reset in it when the request ends).
         self.request = state.stall_request
         self.span = state.stall_span
+        #: The callbacks detector times every step of this loop: a real stall is also
+        #: a slow step, so a late tick without one came from outside (CPU starvation).
+        self.steps_timed = state.steps_timed
         #: The other requests in flight on the loop when it stalled.
         self.victims = state.stall_victims
 
@@ -170,6 +174,7 @@ class _LoopState:
         "stall_ticks",
         "stall_victims",
         "stalled",
+        "steps_timed",
         "suspended_until",
         "thread_id",
         "thread_name",
@@ -208,6 +213,7 @@ class _LoopState:
         self.stall_request: Any = None
         self.stall_span: object | None = None
         self.stall_victims: tuple[str, ...] = ()
+        self.steps_timed = False
 
 
 class Watchdog:
@@ -276,6 +282,7 @@ class Watchdog:
             # Only where the callbacks detector sees every step can the tick rest while
             # the loop idles: the next step wakes it (uvloop runs its own handles).
             can_park = parking is not None and isinstance(loop, asyncio.BaseEventLoop)
+            state.steps_timed = can_park
             wake = self._wake
             idle_cpu_ns = interval_ns // 50  # under 2 % of a core: the loop waited
 
