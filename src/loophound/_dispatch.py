@@ -80,6 +80,8 @@ class Dispatcher:
         wait_for_stalls: bool = False,
         stalled_threads: Callable[[], frozenset[int]] | None = None,
         suspended_since: Callable[[int, int], bool] | None = None,
+        ticked_since: Callable[[int, int], bool] | None = None,
+        tick_ns: int = 0,
     ) -> None:
         self._sinks: tuple[Sink, ...] = tuple(sinks)
         self._max_frames = max_frames
@@ -99,6 +101,8 @@ class Dispatcher:
             wait_for_stalls=wait_for_stalls,
             stalled_threads=stalled_threads or frozenset,
             suspended_since=suspended_since,
+            ticked_since=ticked_since,
+            tick_ns=tick_ns,
         )
 
     def start(self) -> None:

@@ -139,6 +139,8 @@ class Guard:
             suspended_since=lambda thread, since: (
                 watchdog is not None and watchdog.suspended_since(thread, since)
             ),
+            ticked_since=self._ticked_since_of(lambda: watchdog) if watching else None,
+            tick_ns=int(Watchdog.interval_for(config.threshold) * 1e9) if watching else 0,
         )
         recorder = Recorder(config, dispatcher.submit, self.stats)
         tracker = StepTracker() if timing else None
@@ -183,6 +185,16 @@ class Guard:
         self._watchdog = watchdog
         self._installed = True
         self.watch_loop()
+
+    @staticmethod
+    def _ticked_since_of(watchdog: Callable[[], Watchdog | None]) -> Callable[[int, int], bool]:
+        """Ask the watchdog (made after the dispatcher) whether a loop ticked since then."""
+
+        def ticked_since(thread: int, since: int) -> bool:
+            current = watchdog()
+            return current is not None and current.ticked_since(thread, since)
+
+        return ticked_since
 
     def _held_threads(self, watchdog: Watchdog | None) -> frozenset[int]:
         """Loop threads whose incidents may still grow: stalled, or inside a primitive."""

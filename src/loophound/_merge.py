@@ -33,15 +33,18 @@ _RECHECK_NS = 5_000_000
 
 
 class _Group:
-    __slots__ = ("born", "deadline", "first", "raws", "step", "thread_id")
+    __slots__ = ("born", "deadline", "first", "hold_until", "raws", "step", "thread_id")
 
-    def __init__(self, raw: RawIncident, deadline: int) -> None:
+    def __init__(self, raw: RawIncident, deadline: int, hold_until: int = 0) -> None:
         self.born = _perf_ns()
         self.first = raw
         self.raws = [raw]
         self.step = raw.step
         self.thread_id = raw.thread_id
         self.deadline = deadline
+        #: Without step boundaries: the latest it is held, ending sooner once the loop
+        #: ticks again (its step is over, so no stall can still grow out of it).
+        self.hold_until = hold_until
 
     def start_ns(self) -> int:
         return self.first.started_at
@@ -77,6 +80,8 @@ class Merger:
         wait_for_stalls: bool,
         stalled_threads: Callable[[], frozenset[int]],
         suspended_since: Callable[[int, int], bool] | None = None,
+        ticked_since: Callable[[int, int], bool] | None = None,
+        tick_ns: int = 0,
     ) -> None:
         self._build = build
         self._build_stall = build_stall
@@ -85,6 +90,10 @@ class Merger:
         self._wait_for_stalls = wait_for_stalls
         self._stalled_threads = stalled_threads
         self._suspended_since = suspended_since
+        self._ticked_since = ticked_since
+        #: A loop without step boundaries shows its step ended by ticking: look again
+        #: after about one tick, instead of waiting out the whole hold.
+        self._early_ns = tick_ns + _RECHECK_NS if ticked_since is not None and tick_ns else 0
         self._groups: dict[int, _Group] = {}
         self._slow: list[_SlowStep] = []
         self._last_due = 0
@@ -113,8 +122,13 @@ class Merger:
             hold = max(hold, _GROUP_HOLD_NS)  # its further primitives may follow
         if raw.step == 0 and hold == 0:
             return [self._build(raw)]
-        deadline = now + (_MAX_HOLD_NS if raw.step else hold)
-        self._groups[raw.group] = _Group(raw, deadline)
+        if raw.step:
+            self._groups[raw.group] = _Group(raw, now + _MAX_HOLD_NS)
+        elif self._early_ns and raw.anchor_name is None:
+            early = min(hold, self._early_ns)
+            self._groups[raw.group] = _Group(raw, now + early, hold_until=now + hold)
+        else:
+            self._groups[raw.group] = _Group(raw, now + hold)
         return []
 
     def _take_groups(self, predicate: Callable[[_Group], bool]) -> list[_Group]:
@@ -251,6 +265,13 @@ class Merger:
                 continue
             if group.step == 0 and group.thread_id in stalled and now - group.born < _MAX_HOLD_NS:
                 group.deadline = now + _RECHECK_NS
+                continue
+            if (
+                now < group.hold_until
+                and self._ticked_since is not None
+                and not self._ticked_since(group.thread_id, group.born)
+            ):
+                group.deadline = now + _RECHECK_NS  # the step may still be running
                 continue
             expired.append(group)
             del self._groups[group.first.group]

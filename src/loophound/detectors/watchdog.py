@@ -162,6 +162,7 @@ class _LoopState:
         "cpu_seen",
         "cpu_start",
         "due",
+        "last_tick",
         "loop",
         "peak",
         "samples",
@@ -193,6 +194,8 @@ class _LoopState:
         self.due = _PARKED
         #: The loop thread's CPU time at the last tick (parking decision).
         self.tick_cpu: int | None = None
+        #: When (perf ns) the tick last ran: the loop finished every step before it.
+        self.last_tick = 0
         self.ticks = 0
         #: (lateness, when it ran) of the latest tick since ``consumed``, written by the
         #: loop thread in one assignment; the watchdog only moves ``consumed``.
@@ -298,6 +301,7 @@ class Watchdog:
                 if late > peak[0] or peak[1] <= state.consumed:
                     state.peak = (late, now)
                 state.ticks += 1
+                state.last_tick = now
                 cpu = _cpu_ns(state.cpu_clock) if can_park else None
                 if (
                     cpu is not None
@@ -356,6 +360,14 @@ class Watchdog:
             for state in list(self._states.values()):
                 if state.stalled and state.ticks != state.stall_ticks:
                     self._end_stall(state, _cpu_ns(state.cpu_clock))
+
+    def ticked_since(self, thread_id: int, since_perf_ns: int) -> bool:
+        """True when the loop of ``thread_id`` ran its tick after ``since_perf_ns``.
+
+        The step that was running then has ended: a call it made is complete.
+        """
+        state = self._states.get(thread_id)  # one read, no lock: a stale answer waits
+        return state is not None and state.last_tick > since_perf_ns
 
     def suspended_since(self, thread_id: int, since_epoch_ns: int) -> bool:
         """True when the process was found suspended (SIGSTOP) after ``since_epoch_ns``.
