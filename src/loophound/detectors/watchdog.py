@@ -327,8 +327,9 @@ class Watchdog:
                 wake.set()  # the watchdog plans its next look around this loop again
 
             def start() -> None:
-                state.due = _perf_ns() + interval_ns
-                loop.call_later(interval, tick)
+                # The first tick, now: a stall in the loop's next step then ends at
+                # the tick right after it, not one interval later.
+                tick()
 
             # Due from now: a loop that is stuck before its first tick is stuck all the same.
             state.due = _perf_ns() + interval_ns

@@ -1,0 +1,25 @@
+"""A pure-Python CPU loop of about 300 ms in the loop's first step."""
+
+import asyncio
+
+from _harness import calibrate
+
+LABEL = "blocking"
+
+
+def work(n):
+    return sum(i * i for i in range(n))
+
+
+def prepare(h):
+    h.state["n"] = calibrate(work, 0.3)
+
+
+async def main(h):
+    total = sum(i * i for i in range(h.state["n"]))  # culprit
+    h.end()
+    assert total
+
+
+def run(h):
+    asyncio.run(h.watch(main(h), warmup=0))

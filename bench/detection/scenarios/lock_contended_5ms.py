@@ -1,0 +1,27 @@
+"""threading.Lock held by another thread for 5 ms more."""
+
+import threading
+
+LABEL = "blocking"
+
+
+def prepare(h):
+    lock = threading.Lock()
+    held = threading.Event()
+    h.state["lock"] = lock
+
+    def hold():
+        with lock:
+            held.set()
+            h.wait_go(0.005)
+
+    h.thread(hold)
+    held.wait()
+
+
+async def main(h):
+    lock = h.state["lock"]
+    h.go()
+    lock.acquire()  # culprit
+    h.end()
+    lock.release()
