@@ -124,8 +124,8 @@ class Merger:
             return [self._build(raw)]
         if raw.step:
             self._groups[raw.group] = _Group(raw, now + _MAX_HOLD_NS)
-        elif self._early_ns and raw.anchor_name is None:
-            early = min(hold, self._early_ns)
+        elif self._early_ns:
+            early = min(hold, max(self._early_ns, _GROUP_HOLD_NS if raw.anchor_name else 0))
             self._groups[raw.group] = _Group(raw, now + early, hold_until=now + hold)
         else:
             self._groups[raw.group] = _Group(raw, now + hold)
