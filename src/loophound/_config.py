@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING, Any, Literal, cast
@@ -173,11 +174,17 @@ def _as_path(key: str, source: str, value: object) -> str | None:
         value = os.fspath(value)
     if not isinstance(value, str) or not value.strip():
         raise _fail(key, source, value, "a file path")
+    if "\0" in value:
+        raise _fail(key, source, value, "a file path without NUL bytes")
     directory = os.path.dirname(os.path.abspath(value)) or "."
     if not os.path.isdir(directory):
         raise _fail(key, source, value, f"a path in an existing directory ({directory} is not)")
     if os.path.isdir(value):
         raise _fail(key, source, value, "a file path, not a directory")
+    if os.path.exists(value) and stat.S_ISFIFO(os.stat(value).st_mode):
+        # Opening a FIFO nobody reads blocks for ever (and the middleware installs on
+        # the event loop). /dev/stdout and other devices are fine.
+        raise _fail(key, source, value, "a file or a device, not a FIFO")
     if os.path.exists(value) and not os.access(value, os.W_OK):
         raise _fail(key, source, value, "a file loophound may append to (it is not writable)")
     return value

@@ -68,6 +68,15 @@ class Guard:
 
     def _build_sinks(self) -> list[Sink]:
         sinks: list[Sink] = []
+        try:
+            self._add_sinks(sinks)
+        except BaseException:
+            for sink in sinks:  # a later sink failed: close the files already opened
+                sink.close()
+            raise
+        return sinks
+
+    def _add_sinks(self, sinks: list[Sink]) -> None:
         for name in self.config.output_sinks():
             if name == "warnings":
                 sinks.append(WarningsSink())
@@ -85,7 +94,6 @@ class Guard:
                 sinks.append(self._otel_sink())
         if self.config.on_event is not None:
             sinks.append(CallbackSink(self.config.on_event))
-        return sinks
 
     def _otel_sink(self) -> Sink:
         try:

@@ -148,12 +148,21 @@ class Merger:
             main = max(groups, key=lambda g: g.timed())
             out.extend(self.group_event(g) for g in groups if g is not main)
             fallback = self.group_event(main)
-            merged = _with(
-                fallback,
-                duration=step.duration_ns / 1e9,
-                started_at=min(step.started_ns, main.start_ns()),
-                detectors=("callbacks",),
-            )
+            explained = sum(g.timed() for g in groups)
+            if explained * 2 >= step.duration_ns / 1e9:  # the calls explain the step
+                merged = _with(
+                    fallback,
+                    duration=step.duration_ns / 1e9,
+                    started_at=min(step.started_ns, main.start_ns()),
+                    detectors=("callbacks",),
+                )
+            else:
+                # Short calls in a step that was slow for another reason (CPU after
+                # them): each call is an incident, the rest of the step another, named
+                # by the stall's samples.
+                out.append(fallback)
+                fallback = None
+                merged = self._build_step(step)
         else:
             merged = self._build_step(step)
         if merged is None:

@@ -125,6 +125,15 @@ def settings_from(config: pytest.Config) -> PluginSettings:
         rules = validate_allow(list(allow), "--loophound-allow / loophound_allow")
     except ConfigurationError as exc:
         raise pytest.UsageError(f"{exc} (as --loophound-<key> or ini loophound_<key>)") from None
+    if enabled and resolved.jsonl is not None:
+        try:  # before the session starts: a log that cannot be opened is a usage error
+            with open(resolved.jsonl, "a", encoding="utf-8"):
+                pass
+        except OSError as exc:
+            raise pytest.UsageError(
+                f"loophound: invalid value for --loophound-jsonl / loophound_jsonl: "
+                f"{resolved.jsonl!r}; it cannot be opened for append ({exc.strerror})"
+            ) from None
     return PluginSettings(
         enabled=enabled,
         threshold=resolved.threshold,

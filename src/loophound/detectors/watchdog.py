@@ -457,14 +457,26 @@ class Watchdog:
                     else:
                         snapshot = {}
                     overslept = now - expected
-                    stalled = False
-                    for state in states:
-                        stalled = self._check(state, now, overslept, snapshot) or stalled
+                    stalled = self._check_all(states, now, overslept, snapshot)
                     del snapshot
                     tick = self._next_sleep(states, now, stalled=stalled)
+                    del states  # hold no loop between looks: a closed one must be free
                 expected = now + int(tick * 1e9)
         except Exception:
             logger.exception("loophound: the watchdog failed and is disabled")
+
+    def _check_all(
+        self,
+        states: list[_LoopState],
+        now: int,
+        overslept: int,
+        snapshot: dict[int, FrameType],
+    ) -> bool:
+        """Look at every loop; True if one is stalled (a method: no loop outlives it)."""
+        stalled = False
+        for state in states:
+            stalled = self._check(state, now, overslept, snapshot) or stalled
+        return stalled
 
     def _next_sleep(self, states: list[_LoopState], now: int, *, stalled: bool) -> float:
         """Sleep until the first moment a loop could be declared stalled (idle costs less).
