@@ -133,8 +133,10 @@ class CallbacksDetector:
                     current.pop(tid, None)
                 else:
                     current[tid] = outer
-                key = id(handle)
-                if took >= threshold or key in marked:
+                # id() raises an audit event (a call into every audit hook): only when
+                # the step is slow or some step made a blocking call.
+                key = id(handle) if took >= threshold or marked else 0
+                if key and (took >= threshold or key in marked):
                     marked.discard(key)
                     try:
                         on_step_end = self.on_step_end

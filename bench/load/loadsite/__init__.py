@@ -1,0 +1,1 @@
+"""The small Django project the load benchmark serves (bench/load/run.py)."""
