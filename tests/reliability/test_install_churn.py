@@ -338,4 +338,4 @@ def test_a_stall_after_a_short_call_in_the_same_step_names_the_stalling_line() -
     sleeps = [e for e in events if e.operation == "time.sleep"]
     assert len(sleeps) == 1
     assert sleeps[0].duration is not None
-    assert sleeps[0].duration < (long_ones[0].duration or 0)
+    assert sleeps[0] not in long_ones  # not merged with the stall
