@@ -9,6 +9,7 @@ import asyncio
 import os
 import time
 
+import pytest
 
 
 def shared():
