@@ -41,6 +41,8 @@ class Sink(Protocol):
 
 #: A sink may also take requests: ``deliver_request(record: RequestRecord) -> None``.
 REQUEST_METHOD = "deliver_request"
+#: ... and say whether it wants them now: ``wants_requests() -> bool`` (else it always does).
+WANTS_REQUESTS_METHOD = "wants_requests"
 
 
 class Suppressed:
@@ -141,6 +143,23 @@ class Dispatcher:
     def remove_sink(self, sink: Sink) -> None:
         """Remove a sink added with ``add_sink``."""
         self._sinks = tuple(s for s in self._sinks if s is not sink)
+
+    def wants_requests(self) -> bool:
+        """Whether a sink would take a request record now (from any thread).
+
+        The middleware asks before it times a request's thread hops: with no taker,
+        that timing and the record are skipped (they cost every request CPU).
+        """
+        for sink in self._sinks:
+            if getattr(sink, REQUEST_METHOD, None) is None:
+                continue
+            wants = getattr(sink, WANTS_REQUESTS_METHOD, None)
+            try:
+                if wants is None or wants():
+                    return True
+            except Exception:
+                return True  # the sink decides at delivery (and is disabled if it raises)
+        return False
 
     def flush(self, timeout: float) -> bool:
         """Wait until every incident queued before this call was delivered."""

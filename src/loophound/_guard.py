@@ -358,6 +358,11 @@ class Guard:
             recorder.allow = base
             base.used |= combined.used & set(base.rules)
 
+    def wants_requests(self) -> bool:
+        """Whether a sink takes request records now (the jsonl file, DEBUG logging)."""
+        dispatcher = self._dispatcher
+        return dispatcher is not None and dispatcher.wants_requests()
+
     def record_request(self, record: RequestRecord) -> None:
         """Hand a served request to the sinks that take requests (from any thread)."""
         if self._dispatcher is not None:

@@ -29,7 +29,12 @@ _MAX_HOLD_NS = 30_000_000_000
 _MAX_PRIMITIVES = 32
 #: How long the first primitive of a library call waits for the rest of that call.
 _GROUP_HOLD_NS = 20_000_000
+#: When a call held for its step's end first asks whether its loop has ticked since:
+#: the step's end record may have been dropped (a full queue), and waiting out the
+#: whole hold would delay the call by 30 s.
+_STEP_RECHECK_NS = 500_000_000
 _RECHECK_NS = 5_000_000
+_CLOCKS_MARGIN_NS = 1_000_000
 
 
 class _Group:
@@ -95,6 +100,7 @@ class Merger:
         #: after about one tick, instead of waiting out the whole hold.
         self._early_ns = tick_ns + _RECHECK_NS if ticked_since is not None and tick_ns else 0
         self._groups: dict[int, _Group] = {}
+        self._epoch_offset = time.time_ns() - _perf_ns()
         self._slow: list[_SlowStep] = []
         self._last_due = 0
 
@@ -123,7 +129,8 @@ class Merger:
         if raw.step == 0 and hold == 0:
             return [self._build(raw)]
         if raw.step:
-            self._groups[raw.group] = _Group(raw, now + _MAX_HOLD_NS)
+            first_look = _STEP_RECHECK_NS if self._ticked_since is not None else _MAX_HOLD_NS
+            self._groups[raw.group] = _Group(raw, now + first_look, hold_until=now + _MAX_HOLD_NS)
         elif self._early_ns:
             early = min(hold, max(self._early_ns, _GROUP_HOLD_NS if raw.anchor_name else 0))
             self._groups[raw.group] = _Group(raw, now + early, hold_until=now + hold)
@@ -269,8 +276,18 @@ class Merger:
         # stalled or inside a primitive, so that what follows can join it; re-checked
         # every few milliseconds, never longer than _MAX_HOLD_NS.
         expired = []
+        ended_steps = []
         for group in list(self._groups.values()):
             if now < group.deadline:
+                continue
+            if group.step:
+                if now >= group.hold_until:
+                    expired.append(group)
+                    del self._groups[group.first.group]
+                elif self._step_over(group):
+                    ended_steps.append(group)
+                else:
+                    group.deadline = now + _RECHECK_NS
                 continue
             if group.step == 0 and group.thread_id in stalled and now - group.born < _MAX_HOLD_NS:
                 group.deadline = now + _RECHECK_NS
@@ -284,6 +301,16 @@ class Merger:
                 continue
             expired.append(group)
             del self._groups[group.first.group]
+        if ended_steps and (queue_empty is None or queue_empty()):
+            # Read after the ticks: a step that ended before its loop ticked queued its
+            # end record before that tick, so an empty queue now means the record was
+            # dropped, never that it is still on its way.
+            for group in ended_steps:
+                expired.append(group)
+                del self._groups[group.first.group]
+        else:
+            for group in ended_steps:
+                group.deadline = now + _RECHECK_NS
         out.extend(self.group_event(g) for g in expired)
         keep = []
         for slow in self._slow:
@@ -297,6 +324,15 @@ class Merger:
                 keep.append(slow)
         self._slow = keep
         return out
+
+    def _step_over(self, group: _Group) -> bool:
+        """True when the loop ticked or stopped after the call: its step has ended."""
+        ticked = self._ticked_since
+        if ticked is None:
+            return False
+        # The call's epoch start on the perf clock, with a margin for the two clocks.
+        called = group.start_ns() - self._epoch_offset + _CLOCKS_MARGIN_NS
+        return ticked(group.thread_id, called)
 
     def _suspended(self, step: StepRecord) -> bool:
         check = self._suspended_since

@@ -172,7 +172,11 @@ class LoophoundMiddleware:
             request_holders[request_id] = span if span is not None else asyncio.current_task()
         hops_var = adapters.hops
         hops = hops_token = None
-        if hops_var is not None and adapters.new_hops is not None:
+        if (
+            hops_var is not None
+            and adapters.new_hops is not None
+            and self._hops_wanted(span, adapters)
+        ):
             hops = adapters.new_hops()
             hops_token = hops_var.set(hops)
         started_at = time.time_ns()
@@ -187,6 +191,16 @@ class LoophoundMiddleware:
                 hops_var.reset(hops_token)
             if hops is not None and hops.count:
                 self._record(request, started_at, time.perf_counter() - began, hops, span)
+
+    def _hops_wanted(self, span: object, adapters: _Adapters) -> bool:
+        """Whether anything takes this request's thread hops: timing them costs CPU."""
+        if span is not None and adapters.describe is not None:
+            return True  # they go on the request's span
+        guard = self._guard
+        try:
+            return guard is not None and guard.wants_requests()
+        except Exception:
+            return False
 
     def _record(
         self, request: dict[str, str], started_at: int, took: float, hops: Any, span: object

@@ -204,12 +204,6 @@ def block_once() -> None:
     time.sleep(0.001)  # overflow line
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src bug: when the queue overflows between a call and the end of its loop step, "
-    "the call waits in the merger for _MAX_HOLD_NS (30 s) before it is delivered; "
-    "see the report",
-)
 def test_calls_queued_before_an_overflow_are_delivered_promptly_after_it() -> None:
     """After a stuck sink frees up, every queued call arrives within 3 s, without a flush."""
     release, entered = threading.Event(), threading.Event()

@@ -349,3 +349,33 @@ def test_the_logging_sink_logs_requests_at_debug_only(caplog: pytest.LogCaptureF
     assert debug[0].loophound_request.request["path"] == "/debug/"
     assert "1 thread hop waited" in debug[0].getMessage()
     assert served(logging.INFO, "/info/") == []
+
+
+@pytest.mark.parametrize(
+    ("sinks", "level", "timed"),
+    [
+        (("warnings", "logging"), logging.INFO, False),
+        (("warnings", "logging"), logging.DEBUG, True),
+        ((), logging.DEBUG, False),
+    ],
+)
+def test_hops_are_timed_only_when_a_sink_takes_requests(
+    sinks: tuple[str, ...], level: int, timed: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A request's hops are timed only while a sink would take its record (DEBUG logging here)."""
+    seen: list[object] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        seen.append(thread_hops.hops_var.get())
+        await sync_to_async(time.sleep)(0)
+        await respond(send)
+
+    caplog.set_level(level, logger="loophound")
+    middleware = LoophoundMiddleware(app, sinks=sinks)
+    try:
+        asyncio.run(call(middleware, "/hop/"))
+    finally:
+        assert middleware.guard is not None
+        middleware.guard.uninstall()
+    assert len(seen) == 1
+    assert (seen[0] is not None) is timed

@@ -25,8 +25,7 @@ def _choice(key: str, valid: tuple[str, ...]) -> str:
     value = os.environ.get(key, "none").strip().lower() or "none"
     if value not in valid:
         raise ConfigurationError(
-            f"loophound demo: invalid value for {key}: {value!r}; valid values: "
-            + ", ".join(valid)
+            f"loophound demo: invalid value for {key}: {value!r}; valid values: " + ", ".join(valid)
         )
     return value
 

@@ -50,6 +50,8 @@ _PARKED = 1 << 62
 #: Longest sleep of the watchdog thread (it wakes earlier for loops that may stall).
 _MAX_SLEEP_NS = 500_000_000
 _SCAN_LIMIT = 256
+#: Loop threads whose stop time is kept (threads that run a loop each, churning).
+_MAX_STOPPED = 1024
 
 
 def _cpu_clock(thread_id: int) -> int | None:
@@ -249,6 +251,8 @@ class Watchdog:
         #: thread id -> start of the running step (perf ns), where steps are timed.
         self._step_started = step_started
         self._states: dict[int, _LoopState] = {}
+        #: When each loop thread's loop stopped (perf ns): its last step ended then.
+        self._stopped: dict[int, int] = {}
         # Re-entrant: a check that finds a closed loop forgets it under the same lock.
         self._lock = threading.RLock()
         #: Set to wake the thread early: a new loop to plan for, or stop.
@@ -349,6 +353,9 @@ class Watchdog:
             state = self._states.pop(thread_id, None)
             if state is None:
                 return
+            if len(self._stopped) >= _MAX_STOPPED:
+                self._stopped.clear()  # bounded: a forgotten stop only delays a call
+            self._stopped[thread_id] = _perf_ns()
             state.active = False
             if state.stalled:
                 # If the loop stopped right after the stalled step, it ended by now.
@@ -363,12 +370,15 @@ class Watchdog:
                     self._end_stall(state, _cpu_ns(state.cpu_clock))
 
     def ticked_since(self, thread_id: int, since_perf_ns: int) -> bool:
-        """True when the loop of ``thread_id`` ran its tick after ``since_perf_ns``.
+        """True when the loop of ``thread_id`` ticked (or stopped) after ``since_perf_ns``.
 
         The step that was running then has ended: a call it made is complete.
         """
         state = self._states.get(thread_id)  # one read, no lock: a stale answer waits
-        return state is not None and state.last_tick > since_perf_ns
+        if state is not None and state.last_tick > since_perf_ns:
+            return True
+        stopped = self._stopped.get(thread_id)
+        return stopped is not None and stopped > since_perf_ns
 
     def suspended_since(self, thread_id: int, since_epoch_ns: int) -> bool:
         """True when the process was found suspended (SIGSTOP) after ``since_epoch_ns``.
@@ -431,6 +441,7 @@ class Watchdog:
         for state in self._states.values():
             state.active = False
         self._states = {}
+        self._stopped = {}
         if self._parking is not None:
             self._parking.clear()
         self._epoch_offset = time.time_ns() - _perf_ns()

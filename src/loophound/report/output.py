@@ -105,8 +105,10 @@ def _table(summary: Summary, top: int | None) -> str:
             ]
         )
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-             for row in table]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in table
+    ]
     span = ""
     if summary.first_seen is not None and summary.last_seen is not None:
         span = f" from {_when(summary.first_seen)} to {_when(summary.last_seen)} UTC"

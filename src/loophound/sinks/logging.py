@@ -34,6 +34,10 @@ class LoggingSink:
             level = logging.DEBUG
         self._logger.log(level, "%s", event.format(), extra={"loophound_event": event})
 
+    def wants_requests(self) -> bool:
+        """Requests are logged only when the logger is enabled for DEBUG."""
+        return self._logger.isEnabledFor(logging.DEBUG)
+
     def deliver_request(self, record: RequestRecord) -> None:
         """Log a request's thread hops at DEBUG (``record.loophound_request``)."""
         if self._logger.isEnabledFor(logging.DEBUG):

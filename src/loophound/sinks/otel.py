@@ -123,10 +123,14 @@ class OtelSink:
         meter_provider: object | None = None,
     ) -> None:
         self._tracer = trace.get_tracer(
-            "loophound", __version__, tracer_provider=tracer_provider  # type: ignore[arg-type]
+            "loophound",
+            __version__,
+            tracer_provider=tracer_provider,  # type: ignore[arg-type]
         )
         meter = metrics.get_meter(
-            "loophound", __version__, meter_provider=meter_provider  # type: ignore[arg-type]
+            "loophound",
+            __version__,
+            meter_provider=meter_provider,  # type: ignore[arg-type]
         )
         unit, text = _DESCRIBED["loophound.blocking.incidents"]
         self._incidents = meter.create_counter(
@@ -201,9 +205,7 @@ class OtelSink:
         spans = self._victim_spans(victims)
         if not spans:
             return
-        span = self._start(
-            "loop stall", parent, started_ns, {"loophound.kind": "stall"}, spans
-        )
+        span = self._start("loop stall", parent, started_ns, {"loophound.kind": "stall"}, spans)
         incident = span.get_span_context()
         for victim in spans:
             self._tell_victim(victim, incident, started_ns, {"loophound.kind": "stall"})
@@ -377,4 +379,3 @@ def _span_of(holder: object) -> trace.Span | None:
                 return None
             return span
     return None
-
