@@ -61,8 +61,15 @@ def make_log(path: Path, events: int, seed: int = 7) -> None:
             roll = rng.random()
             if roll < 0.05:
                 hops = {"count": 2, "wait": 0.001, "run": 0.002}
-                record = {"schema": 1, "kind": "request", "request": request, "pid": 1,
-                          "started_at": started, "duration": 0.01, "thread_hops": hops}
+                record = {
+                    "schema": 1,
+                    "kind": "request",
+                    "request": request,
+                    "pid": 1,
+                    "started_at": started,
+                    "duration": 0.01,
+                    "thread_hops": hops,
+                }
             else:
                 stall = roll < 0.25
                 record = {

@@ -163,11 +163,16 @@ class Walk:
         self.import_name: str | None = None
 
 
-def walk_to_culprit(kinds: FrameKinds, frame: FrameType | None, limit: int) -> Walk:
+def walk_to_culprit(
+    kinds: FrameKinds, frame: FrameType | None, limit: int, *, stop_at_machinery: bool = False
+) -> Walk:
     """Walk outwards from ``frame`` until the culprit, recording raw frames only.
 
     The culprit is the innermost user frame; with none, the innermost library frame;
-    with neither, the innermost frame that is not loophound's.
+    with neither, the innermost frame that is not loophound's. ``stop_at_machinery``
+    ends the walk as soon as ``machinery`` is known to be true: the recorder drops
+    those calls (``Thread.start`` on every request of Django), so the rest of the
+    stack is not worth reading.
     """
     walk = Walk()
     codes = walk.codes
@@ -194,6 +199,8 @@ def walk_to_culprit(kinds: FrameKinds, frame: FrameType | None, limit: int) -> W
         if kind == MACHINERY:
             if in_stdlib_chain:
                 walk.machinery = True
+                if stop_at_machinery:
+                    return walk
             if code in _LOOP_DISPATCH:
                 break
         elif kind == LIBRARY:

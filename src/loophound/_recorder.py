@@ -302,7 +302,7 @@ class Recorder:
         if allowed_reason() is not None:
             self.stats.allowed += 1
             return None
-        walk = walk_to_culprit(self.kinds, frame, _SCAN_LIMIT)
+        walk = walk_to_culprit(self.kinds, frame, _SCAN_LIMIT, stop_at_machinery=True)
         if walk.machinery:
             self.stats.machinery += 1
             return None

@@ -212,7 +212,8 @@ class LoophoundMiddleware:
             record = RequestRecord(
                 request, started_at, took, hops.count, hops.wait, hops.run, self._pid
             )
-            guard.record_request(record)
+            if guard.wants_requests():  # else only the span takes it: no thread is woken
+                guard.record_request(record)
             adapters = self._adapters
             if span is not None and adapters is not None and adapters.describe is not None:
                 adapters.describe(span, record)

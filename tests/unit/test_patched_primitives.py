@@ -9,6 +9,7 @@ process a test starts is stopped before it ends.
 from __future__ import annotations
 
 import concurrent.futures
+import importlib.util
 import io
 import os
 import queue
@@ -22,6 +23,7 @@ import threading
 import time
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -694,3 +696,38 @@ def test_calls_off_the_loop_pass_through_untouched() -> None:
         time.sleep(SHORT)
         threading.Event().wait(SHORT)
     assert list(events) == []
+
+
+ALIASES = """
+from time import sleep
+from time import sleep as _sleep
+
+
+async def both() -> None:
+    sleep(0.001)  # plain alias
+    await asyncio.sleep(0)
+    _sleep(0.001)  # private alias
+"""
+
+
+def test_names_bound_before_install_are_watched_and_restored(tmp_path: Path) -> None:
+    """``from time import sleep`` done before install is watched, and the original is back after."""
+    module_path = tmp_path / "loophound_alias_module.py"
+    module_path.write_text("import asyncio\n" + ALIASES, encoding="utf-8")
+    spec = importlib.util.spec_from_file_location("loophound_alias_module", module_path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    try:
+        spec.loader.exec_module(module)
+        original = time.sleep
+        events = run_captured(module.both)
+        assert [(e.operation, e.culprit.lineno if e.culprit else 0) for e in loud(events)] == [
+            ("time.sleep", line_of("plain alias", str(module_path))),
+            ("time.sleep", line_of("private alias", str(module_path))),
+        ]
+        assert module.sleep is original
+        assert module._sleep is original
+    finally:
+        del sys.modules[spec.name]

@@ -137,10 +137,9 @@ elif VARIANT == "otel+loophound":
     from loophound.asgi import LoophoundMiddleware
 
     _configure_otel()
+    settings = {"threshold": THRESHOLD, "sinks": ("warnings", "logging", "otel")}
     application = OpenTelemetryMiddleware(
-        LoophoundMiddleware(
-            django_application, threshold=THRESHOLD, sinks=("warnings", "logging", "otel")
-        )
+        LoophoundMiddleware(django_application, **{**settings, **LOOPHOUND_EXTRA})
     )
 elif VARIANT == "blockbuster":
     from blockbuster import BlockBuster

@@ -9,6 +9,7 @@ patch fails, the ones already applied are rolled back.
 
 from __future__ import annotations
 
+import builtins
 import functools
 import importlib
 import logging
@@ -18,6 +19,7 @@ import threading
 import time
 from asyncio.events import _get_running_loop
 from collections.abc import Callable
+from types import ModuleType
 from typing import Any, Self
 
 from loophound._recorder import Recorder
@@ -412,10 +414,13 @@ class PatchDetector:
         self._table = table
         #: (owner, attribute, value in owner's own __dict__ or _MISSING)
         self._applied: list[tuple[Any, str, object]] = []
+        #: (module globals, name, original, wrapper) of rebound ``from x import y`` names
+        self._aliases: list[tuple[dict[str, Any], str, object, object]] = []
 
     def install(self) -> None:
         """Apply every patch, or none: a failure rolls back and re-raises."""
         global _recorder, _failed
+        functions: dict[str, tuple[object, object]] = {}
         try:
             for spec in self._table:
                 owner = _resolve(spec.owner)
@@ -423,18 +428,50 @@ class PatchDetector:
                 if owner is _SOCKET:
                     # Non-blocking sockets moved out of the wrappers' way use these.
                     setattr(_NonBlockingSocket, spec.attribute, original)
-                self._set(owner, spec.attribute, _wrap(spec.operation, original, spec.may_wait))
+                wrapper = _wrap(spec.operation, original, spec.may_wait)
+                self._set(owner, spec.attribute, wrapper)
+                if isinstance(owner, ModuleType) and owner is not builtins:
+                    functions[spec.attribute] = (original, wrapper)
             for module_name, attribute in POLLER_FACTORIES:
                 owner = _resolve(module_name)
                 factory = getattr(owner, attribute, None)
                 if factory is not None:
                     operation = f"{module_name}.{attribute}"
                     self._set(owner, attribute, _poller_factory(operation, factory))
+            self._rebind_aliases(functions)
         except Exception:
             self.uninstall()
             raise
         _failed = False
         _recorder = self._recorder
+
+    def _rebind_aliases(self, functions: dict[str, tuple[object, object]]) -> None:
+        """Point names bound before install (``from time import sleep``) at the wrappers.
+
+        Only the usual spellings are looked up (``sleep``, ``_sleep``) in each loaded
+        module: reading every global of every module would cost the first request
+        tens of milliseconds. A name holding the original is rebound; uninstall puts
+        the original back where the wrapper is still in place.
+        """
+        if not functions:
+            return
+        lookups = [
+            (alias, original, wrapper)
+            for name, (original, wrapper) in functions.items()
+            for alias in (name, "_" + name)
+        ]
+        for module in list(sys.modules.values()):
+            name = getattr(module, "__name__", None)
+            if not isinstance(name, str) or name == "loophound" or name.startswith("loophound."):
+                continue
+            try:
+                namespace = vars(module)
+            except TypeError:
+                continue
+            for alias, original, wrapper in lookups:
+                if namespace.get(alias) is original:
+                    namespace[alias] = wrapper
+                    self._aliases.append((namespace, alias, original, wrapper))
 
     def _set(self, owner: Any, attribute: str, value: object) -> None:
         own = (
@@ -450,6 +487,10 @@ class PatchDetector:
         global _recorder
         if _recorder is self._recorder:
             _recorder = None
+        while self._aliases:
+            namespace, alias, original, wrapper = self._aliases.pop()
+            if namespace.get(alias) is wrapper:
+                namespace[alias] = original
         while self._applied:
             owner, attribute, own = self._applied.pop()
             if own is _MISSING:
