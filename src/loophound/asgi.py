@@ -172,11 +172,10 @@ class LoophoundMiddleware:
             request_holders[request_id] = span if span is not None else asyncio.current_task()
         hops_var = adapters.hops
         hops = hops_token = None
-        if (
-            hops_var is not None
-            and adapters.new_hops is not None
-            and self._hops_wanted(span, adapters)
-        ):
+        # Timing hops costs every request CPU: only when a sink or the span takes them.
+        records = hops_var is not None and self._records_wanted()
+        described = span is not None and adapters.describe is not None
+        if hops_var is not None and adapters.new_hops is not None and (records or described):
             hops = adapters.new_hops()
             hops_token = hops_var.set(hops)
         started_at = time.time_ns()
@@ -190,12 +189,11 @@ class LoophoundMiddleware:
             if hops_var is not None and hops_token is not None:
                 hops_var.reset(hops_token)
             if hops is not None and hops.count:
-                self._record(request, started_at, time.perf_counter() - began, hops, span)
+                took = time.perf_counter() - began
+                self._record(request, started_at, took, hops, span if described else None, records)
 
-    def _hops_wanted(self, span: object, adapters: _Adapters) -> bool:
-        """Whether anything takes this request's thread hops: timing them costs CPU."""
-        if span is not None and adapters.describe is not None:
-            return True  # they go on the request's span
+    def _records_wanted(self) -> bool:
+        """Whether a sink takes request records now (the jsonl file, DEBUG logging)."""
         guard = self._guard
         try:
             return guard is not None and guard.wants_requests()
@@ -203,7 +201,13 @@ class LoophoundMiddleware:
             return False
 
     def _record(
-        self, request: dict[str, str], started_at: int, took: float, hops: Any, span: object
+        self,
+        request: dict[str, str],
+        started_at: int,
+        took: float,
+        hops: Any,
+        span: object,
+        to_sinks: bool,
     ) -> None:
         guard = self._guard
         if guard is None:
@@ -212,7 +216,7 @@ class LoophoundMiddleware:
             record = RequestRecord(
                 request, started_at, took, hops.count, hops.wait, hops.run, self._pid
             )
-            if guard.wants_requests():  # else only the span takes it: no thread is woken
+            if to_sinks:  # else only the span takes it: no thread is woken
                 guard.record_request(record)
             adapters = self._adapters
             if span is not None and adapters is not None and adapters.describe is not None:
