@@ -104,10 +104,21 @@ def _option(config: pytest.Config, name: str) -> Any:
     return value
 
 
+def _ini_enabled(config: pytest.Config) -> bool:
+    try:
+        return bool(config.getini("loophound"))
+    except (ValueError, pytest.UsageError):  # pytest names neither the key nor the choices
+        raw = config.inicfg.get("loophound", "")
+        raise pytest.UsageError(
+            f"loophound: invalid value for the ini key loophound: {str(raw).strip()!r}; "
+            "valid values: true, false (or 1/0, yes/no, on/off)"
+        ) from None
+
+
 def settings_from(config: pytest.Config) -> PluginSettings:
     """Read and validate the options; a bad one raises ``pytest.UsageError``."""
     flag = config.getoption("--loophound")
-    enabled = bool(flag) if flag is not None else bool(config.getini("loophound"))
+    enabled = bool(flag) if flag is not None else _ini_enabled(config)
     mode = str(_option(config, "mode") or "fail").strip().lower()
     if mode not in MODES:
         raise pytest.UsageError(

@@ -69,3 +69,16 @@ def test_bad_value_is_a_usage_error(
     assert len(errors) == 1, result.stderr.str()
     pytest.LineMatcher(errors).fnmatch_lines([message])
     assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+
+
+def test_bad_ini_switch_is_a_usage_error(project: Project) -> None:
+    """An ini value of loophound that is not a truth value stops pytest naming key and choices."""
+    project.ini("loophound = maybe")
+    project.write("test_nothing.py", "def test_nothing():\n    pass\n")
+    result = project.run()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    errors = [line for line in result.stderr.lines if line.startswith("ERROR: ")]
+    assert errors == [
+        "ERROR: loophound: invalid value for the ini key loophound: 'maybe'; "
+        "valid values: true, false (or 1/0, yes/no, on/off)"
+    ]
