@@ -86,6 +86,8 @@ class Dispatcher:
         tick_ns: int = 0,
     ) -> None:
         self._sinks: tuple[Sink, ...] = tuple(sinks)
+        self._close_lock = threading.Lock()
+        self._closed = False
         self._max_frames = max_frames
         self._stats = stats
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
@@ -119,6 +121,7 @@ class Dispatcher:
         copy of them so that nothing is written twice.
         """
         self._queue = queue.SimpleQueue()
+        self._close_lock = threading.Lock()  # a parent's thread may have held it
         self._pid = os.getpid()
         self._stall_events.pid = self._pid
         self._merger.drain()
@@ -171,18 +174,32 @@ class Dispatcher:
         return marker.done.wait(timeout)
 
     def stop(self, timeout: float) -> None:
-        """Deliver what is queued (up to ``timeout``), stop the thread, close sinks."""
+        """Deliver what is queued (up to ``timeout``), stop the thread, close sinks.
+
+        A thread still delivering after ``timeout`` (a hung sink, or ``uninstall()``
+        called from a sink) closes the sinks itself when it reaches the stop: a sink is
+        never closed under a delivery that is still running.
+        """
         thread = self._thread
         if thread is not None and thread.is_alive():
             self._queue.put(_STOP)
-            if thread is not threading.current_thread():  # uninstall() from a sink
+            if thread is not threading.current_thread():
                 thread.join(timeout)
+        self._thread = None
+        if thread is None or not thread.is_alive():
+            self._close_sinks()
+
+    def _close_sinks(self) -> None:
+        """Close every sink once (the caller's thread or the dispatcher's, whichever is last)."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
         for sink in self._sinks:
             try:
                 sink.close()
             except Exception:
                 logger.exception("loophound: closing sink %r failed", sink.name)
-        self._thread = None
 
     def _run(self) -> None:
         get = self._queue.get
@@ -200,6 +217,7 @@ class Dispatcher:
             try:
                 if item is _STOP:
                     self._deliver_all(merger.drain())
+                    self._close_sinks()
                     return
                 if isinstance(item, _Flush):
                     self._deliver_all(merger.drain())

@@ -107,10 +107,9 @@ def _option(config: pytest.Config, name: str) -> Any:
 def _ini_enabled(config: pytest.Config) -> bool:
     try:
         return bool(config.getini("loophound"))
-    except (ValueError, pytest.UsageError):  # pytest names neither the key nor the choices
-        raw = config.inicfg.get("loophound", "")
+    except (ValueError, pytest.UsageError) as error:  # pytest names no key, no choices
         raise pytest.UsageError(
-            f"loophound: invalid value for the ini key loophound: {str(raw).strip()!r}; "
+            f"loophound: invalid value for the ini key loophound ({error}); "
             "valid values: true, false (or 1/0, yes/no, on/off)"
         ) from None
 

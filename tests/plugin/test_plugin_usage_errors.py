@@ -79,6 +79,9 @@ def test_bad_ini_switch_is_a_usage_error(project: Project) -> None:
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     errors = [line for line in result.stderr.lines if line.startswith("ERROR: ")]
     assert errors == [
-        "ERROR: loophound: invalid value for the ini key loophound: 'maybe'; "
-        "valid values: true, false (or 1/0, yes/no, on/off)"
+        (
+            "ERROR: loophound: invalid value for the ini key loophound (invalid truth value "
+            "'maybe'); "
+            "valid values: true, false (or 1/0, yes/no, on/off)"
+        )
     ]

@@ -268,3 +268,50 @@ def test_fingerprint_is_stable_across_processes_and_not_hash(tmp_path: Path) -> 
     assert re.fullmatch(r"[0-9a-f]{16}", first)
     assert first == second
     assert first_hash != second_hash  # hash() differs between the two processes
+
+
+class ClosingSink:
+    """Records whether it was closed while another sink's delivery was still running."""
+
+    name = "closing"
+
+    def __init__(self, delivering: threading.Event) -> None:
+        self.delivering = delivering
+        self.closed_during_delivery: bool | None = None
+
+    def deliver(self, event: Event) -> None:
+        """Take an event."""
+
+    def close(self) -> None:
+        """Note whether the hanging delivery was still running."""
+        self.closed_during_delivery = self.delivering.is_set()
+
+
+def test_sinks_are_closed_only_after_a_hanging_delivery_returns() -> None:
+    """Uninstall during a hanging callback leaves the sinks open until the callback returns."""
+    entered, release, delivering = threading.Event(), threading.Event(), threading.Event()
+
+    def hang(event: Event) -> None:
+        delivering.set()
+        entered.set()
+        release.wait(5)
+        delivering.clear()
+
+    guard = loophound.install(sinks=(), on_event=hang, flush_timeout=0.1)
+    closing = ClosingSink(delivering)
+    guard.add_sink(closing)
+
+    async def main() -> None:
+        time.sleep(0.001)
+
+    asyncio.run(main())
+    try:
+        assert entered.wait(5)
+        guard.uninstall()
+        assert closing.closed_during_delivery is None  # not closed under the delivery
+    finally:
+        release.set()
+    deadline = time.monotonic() + 5
+    while closing.closed_during_delivery is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert closing.closed_during_delivery is False
