@@ -19,16 +19,22 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any, NamedTuple
 
-__all__ = ["PATCHES", "PatchSpec", "always"]
+__all__ = ["PATCHES", "PatchSpec", "always", "always_positional"]
 
 
 class PatchSpec(NamedTuple):
-    """One patched primitive: ``owner`` (dotted path) . ``attribute``."""
+    """One patched primitive: ``owner`` (dotted path) . ``attribute``.
+
+    ``builtin`` marks a method of an immutable C type, written into the type's own
+    dict (``builtin_types``) so that objects made before install are watched too;
+    skipped where that is not supported.
+    """
 
     owner: str
     attribute: str
     operation: str
     may_wait: Callable[..., bool]
+    builtin: bool = False
 
 
 def _sleep(secs: float, /) -> bool:
@@ -101,6 +107,24 @@ def _semaphore_acquire(sem: Any, blocking: bool = True, timeout: float | None = 
     return blocking and (timeout is None or timeout > 0) and sem._value <= 0
 
 
+#: A lock that another thread releases within this long is contention, not blocking:
+#: Django hands every request to a worker thread through a lock-guarded queue, and
+#: logging handlers share a lock with every thread that logs. A wait past this floor
+#: is an incident, timed from the first attempt.
+LOCK_WAIT_FLOOR = 0.001
+
+
+def _lock_acquire(_lock: Any, blocking: bool = True, timeout: float = -1) -> bool:
+    """The call may wait; whether another thread holds the lock, the wrapper's own
+    non-blocking first attempt tells (an incident only past ``LOCK_WAIT_FLOOR``)."""
+    return bool(blocking) and timeout != 0
+
+
+def _lock_enter(_lock: Any) -> bool:
+    """``with lock:`` waits like ``lock.acquire()``."""
+    return True
+
+
 def _thread_join(thread: Any, timeout: float | None = None) -> bool:
     return (timeout is None or timeout > 0) and bool(thread.is_alive())
 
@@ -111,6 +135,10 @@ def _queue_get(q: Any, block: bool = True, timeout: float | None = None) -> bool
 
 def _queue_put(q: Any, _item: Any, block: bool = True, timeout: float | None = None) -> bool:
     return block and (timeout is None or timeout > 0) and 0 < q.maxsize <= q._qsize()
+
+
+def _simple_queue_get(q: Any, block: bool = True, timeout: float | None = None) -> bool:
+    return block and (timeout is None or timeout > 0) and q.empty()
 
 
 _PENDING_STATES = frozenset({"PENDING", "RUNNING"})
@@ -146,6 +174,11 @@ def always(*_args: Any, **_kwargs: Any) -> bool:
     return True
 
 
+def always_positional(*_args: Any) -> bool:
+    """Every call may wait, and the primitive takes positional arguments only."""
+    return True
+
+
 _SOCKET_METHODS = (
     "accept",
     "connect",
@@ -160,6 +193,11 @@ _SOCKET_METHODS = (
     "sendmsg",
 )
 _SSL_METHODS = ("recv", "recv_into", "read", "write", "send", "sendall", "do_handshake", "connect")
+
+_SQLITE_METHODS = (
+    ("sqlite3.Connection", ("execute", "executemany", "executescript", "commit", "rollback")),
+    ("sqlite3.Cursor", ("execute", "executemany", "executescript")),
+)
 
 PATCHES: tuple[PatchSpec, ...] = (
     PatchSpec("time", "sleep", "time.sleep", _sleep),
@@ -181,6 +219,21 @@ PATCHES: tuple[PatchSpec, ...] = (
     PatchSpec("os", "read", "os.read", _fd_blocks),
     PatchSpec("os", "write", "os.write", _fd_blocks),
     PatchSpec("builtins", "input", "input", always),
+    # Locks and sqlite3 objects are often made at import time, before install: their
+    # C types' methods are replaced so that those are watched too.
+    PatchSpec("_thread.LockType", "acquire", "threading.Lock.acquire", _lock_acquire, builtin=True),
+    PatchSpec("_thread.LockType", "__enter__", "threading.Lock.acquire", _lock_enter, builtin=True),
+    PatchSpec("_thread.RLock", "acquire", "threading.RLock.acquire", _lock_acquire, builtin=True),
+    PatchSpec("_thread.RLock", "__enter__", "threading.RLock.acquire", _lock_enter, builtin=True),
+    PatchSpec(
+        "_queue.SimpleQueue", "get", "queue.SimpleQueue.get", _simple_queue_get, builtin=True
+    ),
+    *(
+        # Positional only: a keyword raises TypeError, as it does from the original.
+        PatchSpec(owner, m, f"sqlite3.{m}", always_positional, builtin=True)
+        for owner, methods in _SQLITE_METHODS
+        for m in methods
+    ),
 )
 
 #: Poller objects made by these factories get a watched ``poll`` method.

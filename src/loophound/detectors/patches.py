@@ -23,19 +23,24 @@ from types import ModuleType
 from typing import Any, Self
 
 from loophound._recorder import Recorder
+from loophound.detectors import builtin_types
 from loophound.detectors.patch_table import (
     _STD_STREAMS,
+    LOCK_WAIT_FLOOR,
     PATCHES,
     POLLER_FACTORIES,
     PatchSpec,
     _called_by_loop_selector,
     _fd_blocks,
     _get_blocking,
+    _lock_acquire,
+    _lock_enter,
     _queue_get,
     _queue_put,
     _select,
     _sleep,
     _socket,
+    always_positional,
 )
 from loophound.exceptions import BlockingCallError
 
@@ -341,6 +346,106 @@ def _wrap_fd(operation: str, original: Callable[..., Any]) -> Callable[..., Any]
     return wrapper
 
 
+def _wrap_positional(operation: str, original: Callable[..., Any]) -> Callable[..., Any]:
+    """A primitive that always may wait and takes no keywords (``sqlite3`` methods).
+
+    No ``**kwargs``: a function that takes them makes a dict on every call, which is
+    most of a pass-through's cost here (bench/passthrough.py).
+    """
+
+    def call(*args: Any) -> Any:
+        recorder = _recorder
+        if recorder is None or _get_running_loop() is None:
+            return original(*args)
+        return _blocking_call(recorder, operation, original, args, {})
+
+    return call
+
+
+def _lock_wait(
+    recorder: Recorder, operation: str, acquire: Callable[..., Any], lock: Any, timeout: Any
+) -> Any:
+    """Wait for a lock another thread holds; past ``LOCK_WAIT_FLOOR`` it is an incident.
+
+    ``timeout`` is ``-1`` (no limit) or positive. The incident's duration counts from
+    the first attempt. The C method is called with positional booleans throughout:
+    keywords would cost it an argument parse on every pass-through.
+    """
+    tid = _get_ident()
+    busy = recorder.busy
+    if tid in busy or (timeout != -1 and timeout <= LOCK_WAIT_FLOOR):
+        return acquire(lock, True, timeout)  # noqa: FBT003
+    start = _perf_ns()
+    if acquire(lock, True, LOCK_WAIT_FLOOR):  # noqa: FBT003
+        return True
+    busy.add(tid)
+    try:
+        try:
+            raw = recorder.begin(operation, "patches", None, sys._getframe(2))
+        except BlockingCallError:
+            raise
+        except Exception:
+            _disable()
+            raw = None
+        try:
+            if timeout == -1:
+                return acquire(lock, True, -1)  # noqa: FBT003
+            remaining = timeout - (_perf_ns() - start) / 1e9
+            if remaining > 0:
+                return acquire(lock, True, remaining)  # noqa: FBT003
+            return acquire(lock, False)  # noqa: FBT003
+        finally:
+            if raw is not None:
+                raw.duration = (_perf_ns() - start) / 1e9
+                recorder.submit(raw)
+    finally:
+        busy.discard(tid)
+
+
+def _wrap_lock_acquire(operation: str, original: Callable[..., Any]) -> Callable[..., Any]:
+    """``acquire`` of ``_thread.lock``/``_thread.RLock``: a free lock is taken at once.
+
+    The first attempt never waits, so only a lock another thread holds, on a loop
+    thread, takes the slow path. Arguments the original refuses (a timeout with
+    ``blocking=False``, a negative timeout) go straight to it for its own error.
+    """
+
+    def acquire(lock: Any, blocking: Any = True, timeout: Any = -1) -> Any:
+        try:
+            waits = blocking and (timeout == -1 or timeout > 0)
+        except Exception:
+            waits = False
+        if not waits:
+            return original(lock, blocking, timeout)
+        if original(lock, False):  # noqa: FBT003
+            return True
+        recorder = _recorder
+        if recorder is None or _get_running_loop() is None:
+            return original(lock, blocking, timeout)
+        return _lock_wait(recorder, operation, original, lock, timeout)
+
+    return acquire
+
+
+def _wrap_lock_enter(operation: str, original: Callable[..., Any]) -> Callable[..., Any]:
+    """``__enter__`` of ``_thread.lock``/``_thread.RLock`` (``with lock:``)."""
+    owner: Any = getattr(original, "__objclass__", None)
+    acquire: Any = vars(owner).get("acquire") if isinstance(owner, type) else None
+    acquire = getattr(acquire, "__loophound_original__", acquire)
+    if acquire is None:  # pragma: no cover - every lock type has acquire
+        raise TypeError(f"loophound: no acquire next to {original!r}")
+
+    def __enter__(lock: Any) -> Any:  # noqa: N807 - it replaces the type's __enter__
+        if acquire(lock, False):  # noqa: FBT003
+            return True
+        recorder = _recorder
+        if recorder is None or _get_running_loop() is None:
+            return original(lock)
+        return _lock_wait(recorder, operation, acquire, lock, -1)
+
+    return __enter__
+
+
 _DEDICATED: dict[Callable[..., bool], Callable[[str, Callable[..., Any]], Callable[..., Any]]] = {
     _sleep: _wrap_sleep,
     _socket: _wrap_socket,
@@ -348,6 +453,9 @@ _DEDICATED: dict[Callable[..., bool], Callable[[str, Callable[..., Any]], Callab
     _queue_get: _wrap_queue_get,
     _queue_put: _wrap_queue_put,
     _fd_blocks: _wrap_fd,
+    _lock_acquire: _wrap_lock_acquire,
+    _lock_enter: _wrap_lock_enter,
+    always_positional: _wrap_positional,
 }
 
 
@@ -412,8 +520,8 @@ class PatchDetector:
     def __init__(self, recorder: Recorder, table: tuple[PatchSpec, ...] = PATCHES) -> None:
         self._recorder = recorder
         self._table = table
-        #: (owner, attribute, value in owner's own __dict__ or _MISSING)
-        self._applied: list[tuple[Any, str, object]] = []
+        #: (owner, attribute, value in owner's own __dict__ or _MISSING, wrapper, builtin)
+        self._applied: list[tuple[Any, str, object, object, bool]] = []
         #: (module globals, name, original, wrapper) of rebound ``from x import y`` names
         self._aliases: list[tuple[dict[str, Any], str, object, object]] = []
 
@@ -423,13 +531,20 @@ class PatchDetector:
         functions: dict[str, tuple[object, object]] = {}
         try:
             for spec in self._table:
-                owner = _resolve(spec.owner)
+                if spec.builtin and not builtin_types.supported():
+                    continue
+                try:
+                    owner = _resolve(spec.owner)
+                except ImportError:
+                    if spec.builtin:  # a Python built without sqlite3
+                        continue
+                    raise
                 original = getattr(owner, spec.attribute)
                 if owner is _SOCKET:
                     # Non-blocking sockets moved out of the wrappers' way use these.
                     setattr(_NonBlockingSocket, spec.attribute, original)
                 wrapper = _wrap(spec.operation, original, spec.may_wait)
-                self._set(owner, spec.attribute, wrapper)
+                self._set(owner, spec.attribute, wrapper, builtin=spec.builtin)
                 if isinstance(owner, ModuleType) and owner is not builtins:
                     functions[spec.attribute] = (original, wrapper)
             for module_name, attribute in POLLER_FACTORIES:
@@ -473,14 +588,17 @@ class PatchDetector:
                     namespace[alias] = wrapper
                     self._aliases.append((namespace, alias, original, wrapper))
 
-    def _set(self, owner: Any, attribute: str, value: object) -> None:
+    def _set(self, owner: Any, attribute: str, value: object, *, builtin: bool = False) -> None:
         own = (
             vars(owner).get(attribute, _MISSING)
             if isinstance(owner, type)
             else getattr(owner, attribute, _MISSING)
         )
-        setattr(owner, attribute, value)
-        self._applied.append((owner, attribute, own))
+        if builtin:
+            builtin_types.set_own(owner, attribute, value)
+        else:
+            setattr(owner, attribute, value)
+        self._applied.append((owner, attribute, own, value, builtin))
 
     def uninstall(self) -> None:
         """Restore every original, newest first."""
@@ -492,8 +610,12 @@ class PatchDetector:
             if namespace.get(alias) is wrapper:
                 namespace[alias] = original
         while self._applied:
-            owner, attribute, own = self._applied.pop()
-            if own is _MISSING:
+            owner, attribute, own, wrapper, builtin = self._applied.pop()
+            if builtin:
+                # Another tool may have replaced the method since: leave its own.
+                if vars(owner).get(attribute) is wrapper:
+                    builtin_types.set_own(owner, attribute, own)
+            elif own is _MISSING:
                 delattr(owner, attribute)
             else:
                 setattr(owner, attribute, own)
