@@ -135,6 +135,23 @@ def test_each_sync_to_async_call_in_a_request_is_one_hop(
     assert loud(sink.events) == []  # sleeping in asgiref's thread blocks no loop
 
 
+def test_hops_gathered_on_several_threads_are_all_counted(
+    requests: tuple[loophound.Guard, RequestSink],
+) -> None:
+    """Eight non-thread-sensitive hops gathered at once in one request count eight, none lost."""
+    guard, sink = requests
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        hop = sync_to_async(time.sleep, thread_sensitive=False)
+        await asyncio.gather(*(hop(0.005) for _ in range(8)))
+        await respond(send)
+
+    serve(app, "/gathered/")
+    assert guard.flush(BOUND)
+    assert [record.hops for record in sink.records] == [8]
+    assert sink.records[0].hop_run >= 8 * 0.005 * 0.9
+
+
 def test_a_hop_runs_at_least_as_long_as_its_function(
     requests: tuple[loophound.Guard, RequestSink],
 ) -> None:
@@ -262,18 +279,17 @@ def test_sync_to_async_outside_a_request_is_untouched(
 
     serve(app, "/installs-the-patch/")
     assert thread_hops.hops_var.get() is None
-    assert vars(SyncToAsync)["__call__"] is not thread_hops._installed[0][2]  # patched now
+    assert vars(SyncToAsync)["thread_handler"] is not thread_hops._installed[0][2]  # patched now
 
     async def outside() -> int:
         bound = SyncToAsync(lambda: 0).thread_handler
-        assert getattr(bound, "__func__", None) is thread_hops._installed[1][2]  # the original
+        assert getattr(bound, "__func__", None) is thread_hops._installed[0][2]  # the original
         return await sync_to_async(threading.get_ident)()
 
     ident = asyncio.run(outside())
     assert ident != threading.get_ident()
     assert guard.flush(BOUND)
     assert [record.request["path"] for record in sink.records] == ["/installs-the-patch/"]
-    assert getattr(thread_hops._pending, "hop", None) is None
 
 
 def test_the_jsonl_log_has_one_request_line_with_its_thread_hops(tmp_path: Path) -> None:
