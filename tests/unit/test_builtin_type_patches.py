@@ -19,9 +19,9 @@ import pytest
 
 import loophound
 from helpers import line_of, loud, run_captured
-from loophound import BlockingCallError, Event
+from loophound import BlockingCallError, Event, _guard
 from loophound.detectors import builtin_types
-from loophound.detectors.patch_table import LOCK_WAIT_FLOOR
+from loophound.detectors.patch_table import LOCK_WAIT_FLOOR, PATCHES, PatchSpec, always
 
 pytestmark = pytest.mark.skipif(
     not builtin_types.supported(), reason="built-in types cannot be patched here"
@@ -272,3 +272,20 @@ def test_get_on_an_empty_simple_queue_made_before_install_is_an_event() -> None:
     events = run_captured(main)
     assert got == [1]
     one_event(events, "queue.SimpleQueue.get", "# marker-simple-queue")
+
+
+def test_a_c_method_that_cannot_be_replaced_is_skipped_and_the_rest_installed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A built-in entry that cannot be applied (a static type, a missing module) is skipped."""
+    unusable = (
+        PatchSpec("builtins.int", "bit_length", "int.bit_length", always, builtin=True),
+        PatchSpec("no_such_module.Type", "get", "no_such.get", always, builtin=True),
+    )
+    monkeypatch.setattr(_guard, "PATCHES", (*unusable, *PATCHES))
+    original_sleep = time.sleep
+    with loophound.capture(sinks=()):
+        assert time.sleep is not original_sleep
+        assert getattr(time.sleep, "__loophound_original__", None) is original_sleep
+        assert not hasattr(int.bit_length, "__loophound_original__")
+    assert time.sleep is original_sleep

@@ -531,20 +531,16 @@ class PatchDetector:
         functions: dict[str, tuple[object, object]] = {}
         try:
             for spec in self._table:
-                if spec.builtin and not builtin_types.supported():
+                if spec.builtin:
+                    self._set_builtin(spec)
                     continue
-                try:
-                    owner = _resolve(spec.owner)
-                except ImportError:
-                    if spec.builtin:  # a Python built without sqlite3
-                        continue
-                    raise
+                owner = _resolve(spec.owner)
                 original = getattr(owner, spec.attribute)
                 if owner is _SOCKET:
                     # Non-blocking sockets moved out of the wrappers' way use these.
                     setattr(_NonBlockingSocket, spec.attribute, original)
                 wrapper = _wrap(spec.operation, original, spec.may_wait)
-                self._set(owner, spec.attribute, wrapper, builtin=spec.builtin)
+                self._set(owner, spec.attribute, wrapper)
                 if isinstance(owner, ModuleType) and owner is not builtins:
                     functions[spec.attribute] = (original, wrapper)
             for module_name, attribute in POLLER_FACTORIES:
@@ -559,6 +555,23 @@ class PatchDetector:
             raise
         _failed = False
         _recorder = self._recorder
+
+    def _set_builtin(self, spec: PatchSpec) -> None:
+        """Replace a C type's method, or skip it where that cannot be done.
+
+        These entries add coverage; an interpreter without them (not CPython, a
+        free-threaded build, a Python without ``sqlite3``, a type laid out differently)
+        keeps the rest of the detector.
+        """
+        if not builtin_types.supported():
+            return
+        try:
+            owner = _resolve(spec.owner)
+            original = getattr(owner, spec.attribute)
+            wrapper = _wrap(spec.operation, original, spec.may_wait)
+            self._set(owner, spec.attribute, wrapper, builtin=True)
+        except (ImportError, AttributeError, TypeError) as exc:
+            logger.debug("loophound: %s is not watched here: %s", spec.operation, exc)
 
     def _rebind_aliases(self, functions: dict[str, tuple[object, object]]) -> None:
         """Point names bound before install (``from time import sleep``) at the wrappers.
