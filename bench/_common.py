@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import importlib.util
 import os
 import platform
 import subprocess
@@ -12,6 +13,18 @@ from pathlib import Path
 import loophound
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+#: The peers' import names, installed by the ``bench`` extra of pyproject.toml.
+PEER_MODULES = {"blockbuster": "blockbuster", "pyleak": "pyleak", "aiodebug": "aiodebug"}
+PEERS_INSTALL = ".venv/bin/python -m pip install -e '.[bench]'"
+
+
+def missing_peers(tools: list[str] | tuple[str, ...] | set[str]) -> list[str]:
+    """Return the peers among ``tools`` that cannot be imported here."""
+    return [
+        tool
+        for tool in sorted(tools)
+        if tool in PEER_MODULES and importlib.util.find_spec(PEER_MODULES[tool]) is None
+    ]
 
 
 def environment() -> list[tuple[str, str]]:

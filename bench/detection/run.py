@@ -48,7 +48,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from _common import environment, write_section  # noqa: E402
+from _common import PEERS_INSTALL, environment, missing_peers, write_section  # noqa: E402
 
 SCENARIOS = HERE / "scenarios"
 CHILD = HERE / "_child.py"
@@ -356,6 +356,9 @@ def main(argv: list[str] | None = None) -> int:
     if not scenarios:
         parser.error(f"no scenario matches {args.scenarios!r}")
     tools = [t for t in TOOLS if t in args.tools]
+    missing = missing_peers(tools)
+    if missing:
+        parser.error(f"peers not installed: {', '.join(missing)}; run {PEERS_INSTALL}")
     began = time.perf_counter()
     jobs = [(s, t) for s in scenarios for t in tools]
     outcomes: dict[tuple[str, str], Outcome] = {}

@@ -53,7 +53,7 @@ sys.path.insert(0, str(HERE))
 
 from loadsite.data import ITEMS, TABLE  # noqa: E402
 
-from _common import environment, write_section  # noqa: E402
+from _common import PEERS_INSTALL, environment, missing_peers, write_section  # noqa: E402
 
 PATHS = ("/json/", "/orm/", "/template/", "/sync/")
 MAIN_LOOP = "asyncio"
@@ -442,6 +442,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--write needs every variant and the asyncio loop")
     wanted = only | {BASELINE.get(v, "baseline") for v in only}
     plan = {loop: [v for v in VARIANTS[loop] if not only or v in wanted] for loop in loops}
+    missing = missing_peers({v for variants in plan.values() for v in variants})
+    if missing:
+        parser.error(f"peers not installed: {', '.join(missing)}; run {PEERS_INSTALL}")
 
     began = time.monotonic()
     runs: list[Run] = []
