@@ -81,7 +81,7 @@ class Dispatcher:
         hold: float = 0.0,
         wait_for_stalls: bool = False,
         stalled_threads: Callable[[], frozenset[int]] | None = None,
-        suspended_since: Callable[[int, int], bool] | None = None,
+        suspended_since: Callable[[int, int, int | None], bool | None] | None = None,
         ticked_since: Callable[[int, int], bool] | None = None,
         tick_ns: int = 0,
     ) -> None:

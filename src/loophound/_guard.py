@@ -144,8 +144,8 @@ class Guard:
             hold=hold,
             wait_for_stalls=watching,
             stalled_threads=lambda: self._held_threads(watchdog),
-            suspended_since=lambda thread, since: (
-                watchdog is not None and watchdog.suspended_since(thread, since)
+            suspended_since=lambda thread, since, until: (
+                False if watchdog is None else watchdog.suspended_since(thread, since, until)
             ),
             ticked_since=self._ticked_since_of(lambda: watchdog) if watching else None,
             tick_ns=int(Watchdog.interval_for(config.threshold) * 1e9) if watching else 0,

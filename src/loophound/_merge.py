@@ -34,6 +34,9 @@ _GROUP_HOLD_NS = 20_000_000
 #: whole hold would delay the call by 30 s.
 _STEP_RECHECK_NS = 500_000_000
 _RECHECK_NS = 5_000_000
+#: How long a slow step waits past its deadline for the watchdog to look at its loop
+#: again (after a SIGCONT every thread resumes, and the loop's may end the step first).
+_UNKNOWN_HOLD_NS = 1_000_000_000
 _CLOCKS_MARGIN_NS = 1_000_000
 
 
@@ -59,12 +62,13 @@ class _Group:
 
 
 class _SlowStep:
-    __slots__ = ("deadline", "event", "fallback", "step")
+    __slots__ = ("born", "deadline", "event", "fallback", "step")
 
     def __init__(
-        self, step: StepRecord, event: Event, fallback: Event | None, deadline: int
+        self, step: StepRecord, event: Event, fallback: Event | None, deadline: int, born: int
     ) -> None:
         self.step = step
+        self.born = born
         self.event = event
         #: What to deliver if the watchdog saw no stall and the process was suspended
         #: meanwhile (SIGSTOP: not the loop's fault): the call as it was, or nothing.
@@ -84,7 +88,7 @@ class Merger:
         hold_ns: int,
         wait_for_stalls: bool,
         stalled_threads: Callable[[], frozenset[int]],
-        suspended_since: Callable[[int, int], bool] | None = None,
+        suspended_since: Callable[[int, int, int | None], bool | None] | None = None,
         ticked_since: Callable[[int, int], bool] | None = None,
         tick_ns: int = 0,
     ) -> None:
@@ -175,7 +179,7 @@ class Merger:
         if merged is None:
             return out
         if self._wait_for_stalls:
-            self._slow.append(_SlowStep(step, merged, fallback, now + self._hold_ns))
+            self._slow.append(_SlowStep(step, merged, fallback, now + self._hold_ns, now))
         else:
             out.append(merged)
         return out
@@ -317,7 +321,12 @@ class Merger:
             if now >= slow.deadline:
                 # No stall came: the watchdog's tick was late by less than the threshold
                 # (a step just over it) or the process was suspended.
-                event = slow.fallback if self._suspended(slow.step) else slow.event
+                suspended = self._suspended(slow.step, ended=True)
+                if suspended is None and now - slow.born < _UNKNOWN_HOLD_NS:
+                    slow.deadline = now + _RECHECK_NS  # the watchdog has not looked yet
+                    keep.append(slow)
+                    continue
+                event = slow.fallback if suspended else slow.event
                 if event is not None:
                     out.append(event)
             else:
@@ -334,9 +343,17 @@ class Merger:
         called = group.start_ns() - self._epoch_offset + _CLOCKS_MARGIN_NS
         return ticked(group.thread_id, called)
 
-    def _suspended(self, step: StepRecord) -> bool:
+    def _suspended(self, step: StepRecord, *, ended: bool = False) -> bool | None:
+        """Whether the process stood still during ``step``; ``None``: not known yet.
+
+        ``ended`` asks for a verdict that covers the step's end (else any suspension
+        seen so far counts, and not knowing is not suspended).
+        """
         check = self._suspended_since
-        return check is not None and check(step.thread_id, step.started_ns)
+        if check is None:
+            return False
+        end = step.started_ns + step.duration_ns if ended else None
+        return check(step.thread_id, step.started_ns, end)
 
     def next_deadline(self) -> int | None:
         """Return when ``due()`` should next be called (perf_counter ns), if ever."""

@@ -165,6 +165,7 @@ class _LoopState:
         "cpu_start",
         "due",
         "last_tick",
+        "looked",
         "loop",
         "peak",
         "samples",
@@ -207,6 +208,9 @@ class _LoopState:
         #: The end of the last window in which the whole process did not run; loop
         #: lateness that began before it is not the loop's fault.
         self.suspended_until = 0
+        #: When (perf ns) this thread last looked at the loop: a suspension that ended
+        #: before then has been seen.
+        self.looked = 0
         self.stalled = False
         self.stall_ticks = 0
         self.samples: list[Sample] = []
@@ -380,17 +384,25 @@ class Watchdog:
         stopped = self._stopped.get(thread_id)
         return stopped is not None and stopped > since_perf_ns
 
-    def suspended_since(self, thread_id: int, since_epoch_ns: int) -> bool:
+    def suspended_since(
+        self, thread_id: int, since_epoch_ns: int, until_epoch_ns: int | None = None
+    ) -> bool | None:
         """True when the process was found suspended (SIGSTOP) after ``since_epoch_ns``.
 
         A slow step that no stall explains is the loop's own slowness, unless the whole
-        process stood still meanwhile.
+        process stood still meanwhile. ``None``: not known yet, because this thread has
+        not looked at the loop since ``until_epoch_ns`` (the step's end); after a
+        SIGCONT the loop thread may end its step before this thread runs again.
         """
         with self._lock:
             state = self._states.get(thread_id)
             if state is None:
                 return False
-            return state.suspended_until + self._epoch_offset >= since_epoch_ns
+            if state.suspended_until + self._epoch_offset >= since_epoch_ns:
+                return True
+            if until_epoch_ns is not None and state.looked + self._epoch_offset < until_epoch_ns:
+                return None
+            return False
 
     def watched(self) -> list[asyncio.AbstractEventLoop]:
         """Return the loops being watched now."""
@@ -506,6 +518,14 @@ class Watchdog:
         self, state: _LoopState, now: int, overslept: int, snapshot: dict[int, FrameType]
     ) -> bool:
         """Advance one loop's state; return True while it is stalled."""
+        try:
+            return self._advance(state, now, overslept, snapshot)
+        finally:
+            state.looked = now
+
+    def _advance(
+        self, state: _LoopState, now: int, overslept: int, snapshot: dict[int, FrameType]
+    ) -> bool:
         if state.loop.is_closed():
             self.forget(state.thread_id)  # reports a stall that ended
             return False
