@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 import loophound
-from helpers import line_of, loud, run_captured
+from helpers import line_of, loud, one_patched_event, run_captured
 from loophound import BlockingCallError, Event, _guard
 from loophound.detectors import builtin_types
 from loophound.detectors.patch_table import LOCK_WAIT_FLOOR, PATCHES, PatchSpec, always
@@ -70,14 +70,7 @@ def held(lock: Any, *, until: threading.Event | None = None) -> Iterator[threadi
 
 def one_event(events: list[Event], operation: str, marker: str) -> Event:
     """Assert one loud event for ``operation`` at ``marker``'s line, and return it."""
-    found = loud(events)
-    assert [e.operation for e in found] == [operation], found
-    event = found[0]
-    assert event.culprit is not None
-    assert event.culprit.filename == __file__
-    assert event.culprit.lineno == line_of(marker, __file__)
-    assert event.detectors == ("patches",)
-    return event
+    return one_patched_event(events, operation, marker, __file__)
 
 
 @pytest.mark.parametrize("factory", LOCK_TYPES)

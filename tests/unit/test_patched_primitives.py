@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 import loophound
-from helpers import line_of, loud, run_captured, run_captured_in_thread
+from helpers import line_of, loud, one_patched_event, run_captured, run_captured_in_thread
 from loophound import BlockingCallError, BlockingCallWarning, Event
 
 SHORT = 0.01  # timeout of a wait that is expected to time out
@@ -37,13 +37,7 @@ BOUND = 5.0  # upper bound of a wait that is expected to succeed
 
 def only_event(events: list[Event], operation: str, marker: str) -> Event:
     """Assert ``events`` hold one loud event, for ``operation`` at ``marker``'s line."""
-    found = loud(events)
-    assert [e.operation for e in found] == [operation], found
-    event = found[0]
-    assert event.culprit is not None
-    assert event.culprit.filename == __file__
-    assert event.culprit.lineno == line_of(marker, __file__)
-    assert event.detectors == ("patches",)
+    event = one_patched_event(events, operation, marker, __file__)
     assert event.kind == "call"
     assert event.thread_name == threading.current_thread().name
     assert event.duration is not None

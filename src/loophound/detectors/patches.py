@@ -19,10 +19,10 @@ import threading
 import time
 from asyncio.events import _get_running_loop
 from collections.abc import Callable
-from types import ModuleType
+from types import FrameType, ModuleType
 from typing import Any, Self
 
-from loophound._recorder import Recorder
+from loophound._recorder import RawIncident, Recorder
 from loophound.detectors import builtin_types
 from loophound.detectors.patch_table import (
     _STD_STREAMS,
@@ -65,6 +65,17 @@ def _disable() -> None:
         logger.exception("loophound: the patch detector failed and is disabled")  # noqa: LOG004
 
 
+def _begin(recorder: Recorder, operation: str, frame: FrameType) -> RawIncident | None:
+    """Ask the recorder about a call about to wait; its failure disables the detector."""
+    try:
+        return recorder.begin(operation, "patches", None, frame)
+    except BlockingCallError:
+        raise
+    except Exception:
+        _disable()
+        return None
+
+
 def _blocking_call(
     recorder: Recorder,
     operation: str,
@@ -78,13 +89,7 @@ def _blocking_call(
         return original(*args, **kwargs)
     busy.add(tid)
     try:
-        try:
-            raw = recorder.begin(operation, "patches", None, sys._getframe(2))
-        except BlockingCallError:
-            raise
-        except Exception:
-            _disable()
-            raw = None
+        raw = _begin(recorder, operation, sys._getframe(2))
         start = _perf_ns()
         try:
             return original(*args, **kwargs)
@@ -380,13 +385,7 @@ def _lock_wait(
         return True
     busy.add(tid)
     try:
-        try:
-            raw = recorder.begin(operation, "patches", None, sys._getframe(2))
-        except BlockingCallError:
-            raise
-        except Exception:
-            _disable()
-            raw = None
+        raw = _begin(recorder, operation, sys._getframe(2))
         try:
             if timeout == -1:
                 return acquire(lock, True, -1)  # noqa: FBT003
