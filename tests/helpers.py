@@ -75,14 +75,20 @@ def loud(events: list[Event]) -> list[Event]:
     return [e for e in events if not e.quiet]
 
 
-def one_patched_event(events: list[Event], operation: str, marker: str, path: str) -> Event:
-    """Assert one loud patch-detector event for ``operation`` at ``marker``'s line in ``path``."""
+def one_loud_event(events: list[Event], operation: str, marker: str, path: str) -> Event:
+    """Assert one loud event for ``operation`` at ``marker``'s line in ``path``; return it."""
     found = loud(events)
     assert [e.operation for e in found] == [operation], found
     event = found[0]
     assert event.culprit is not None
     assert event.culprit.filename == path
     assert event.culprit.lineno == line_of(marker, path)
+    return event
+
+
+def one_patched_event(events: list[Event], operation: str, marker: str, path: str) -> Event:
+    """Assert one loud patch-detector event for ``operation`` at ``marker``'s line in ``path``."""
+    event = one_loud_event(events, operation, marker, path)
     assert event.detectors == ("patches",)
     return event
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import http_server, line_of, loud, run_captured
+from helpers import http_server, line_of, loud, one_loud_event, run_captured
 from loophound import BlockingCallError, BlockingCallWarning, Event
 
 BOUND = 5.0  # upper bound of a wait that is expected to succeed
@@ -35,12 +35,7 @@ BOUND = 5.0  # upper bound of a wait that is expected to succeed
 
 def only_event(events: list[Event], operation: str, marker: str, detector: str = "audit") -> Event:
     """Assert ``events`` hold one loud event, for ``operation`` at ``marker``'s line."""
-    found = loud(events)
-    assert [e.operation for e in found] == [operation], found
-    event = found[0]
-    assert event.culprit is not None
-    assert event.culprit.filename == __file__
-    assert event.culprit.lineno == line_of(marker, __file__)
+    event = one_loud_event(events, operation, marker, __file__)
     assert event.detectors[0] == detector
     assert set(event.detectors) <= {"audit", "patches"}
     assert event.thread_name == threading.current_thread().name
