@@ -111,9 +111,13 @@ def test_gil_holding_json_loads_names_its_line(loop_kind: str, where: str) -> No
     )
     assert isinstance(doc, str)
 
+    took: list[float] = []
+
     async def main() -> None:
         await asyncio.sleep(0.05)
+        start = time.perf_counter()
         json.loads(doc)  # json-line
+        took.append(time.perf_counter() - start)
 
     event = only(run_on(loop_kind, where, main))
     assert event.culprit is not None
@@ -122,7 +126,8 @@ def test_gil_holding_json_loads_names_its_line(loop_kind: str, where: str) -> No
         line_of("# json-line", __file__),
     )
     assert event.duration is not None
-    assert event.duration >= 0.15
+    # Against the call as it ran here: the calibration is only a target (CPU speed varies).
+    assert event.duration >= 0.75 * took[0]
 
 
 @pytest.mark.parametrize("where", THREADS)
