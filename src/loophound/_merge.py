@@ -106,7 +106,8 @@ class Merger:
         self._groups: dict[int, _Group] = {}
         self._epoch_offset = time.time_ns() - _perf_ns()
         self._slow: list[_SlowStep] = []
-        self._last_due = 0
+        #: When (perf ns) ``due`` first found records still queued; 0 while it is empty.
+        self._queued_since = 0
 
     # -- input ---------------------------------------------------------------------------
 
@@ -269,13 +270,15 @@ class Merger:
         now = _perf_ns()
         out: list[Event] = []
         stalled = self._stalled_threads() if self._groups else frozenset()
-        if (
-            queue_empty is not None
-            and not queue_empty()
-            and now - self._last_due < _RECHECK_NS  # a flood never postpones it for long
-        ):
-            return out
-        self._last_due = now
+        if queue_empty is not None and not queue_empty():
+            # Records still queued may belong to a held call: take them first. Measured
+            # from when the queue was first seen busy, so that the first look after a
+            # quiet spell waits too, and a flood postpones this by _RECHECK_NS at most.
+            if not self._queued_since:
+                self._queued_since = now
+            if now - self._queued_since < _RECHECK_NS:
+                return out
+        self._queued_since = 0
         # A call without step boundaries stays held while its loop thread is still
         # stalled or inside a primitive, so that what follows can join it; re-checked
         # every few milliseconds, never longer than _MAX_HOLD_NS.
