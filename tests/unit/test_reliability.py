@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import gc
 import sys
 import textwrap
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -94,6 +97,55 @@ def test_no_tick_survives_uninstall() -> None:
         ]
 
     assert asyncio.run(main()) == []
+
+
+@pytest.mark.parametrize("detectors", [(), ("callbacks",)], ids=["no-detector", "callbacks"])
+def test_a_cancelled_task_is_freed_without_the_garbage_collector(
+    detectors: tuple[str, ...],
+) -> None:
+    """A task cancelled and never awaited (Django's disconnect listener) is freed by refcount."""
+
+    async def main() -> weakref.ref[asyncio.Task[None]]:
+        async def receive() -> None:
+            await asyncio.Event().wait()
+
+        task = asyncio.create_task(receive())
+        await asyncio.sleep(0)
+        task.cancel()  # its CancelledError traceback is kept on the task
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert task.cancelled()
+        ref = weakref.ref(task)
+        del task
+        return ref
+
+    guard = loophound.install(sinks=(), detectors=detectors, threshold=10)
+    gc.disable()
+    try:
+        ref = asyncio.run(main())
+        alive = ref() is not None
+    finally:
+        gc.enable()
+        guard.uninstall()
+    assert not alive
+
+
+def test_a_failed_future_result_is_freed_without_the_garbage_collector() -> None:
+    """A future whose result() raised through the patch wrapper is freed by refcount."""
+    guard = loophound.install(sinks=(), detectors=("patches",), threshold=10)
+    gc.disable()
+    try:
+        future: concurrent.futures.Future[None] = concurrent.futures.Future()
+        future.set_exception(ValueError("failed"))
+        with pytest.raises(ValueError, match="failed"):
+            future.result()
+        ref = weakref.ref(future)
+        del future
+        alive = ref() is not None
+    finally:
+        gc.enable()
+        guard.uninstall()
+    assert not alive
 
 
 def test_a_failing_loop_delay_observer_is_dropped_and_ticks_go_on() -> None:

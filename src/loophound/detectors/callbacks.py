@@ -155,6 +155,12 @@ class CallbacksDetector:
                         )
                     except Exception:  # noqa: S110 - never let loophound break a loop step
                         pass
+                # As Handle._run does: a traceback made in this step (a cancelled
+                # future's) links this frame through f_back, and the handle leads back
+                # to that traceback. Holding it would leave a reference cycle of the
+                # task, its coroutine and their frames for the garbage collector on
+                # every cancellation (bench/load: about 10 % more CPU per request).
+                handle = outer = None
 
         _run.__wrapped__ = original  # type: ignore[attr-defined]
         self._original = original

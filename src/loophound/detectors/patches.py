@@ -97,6 +97,9 @@ def _blocking_call(
             if raw is not None:
                 raw.duration = (_perf_ns() - start) / 1e9
                 recorder.submit(raw)
+    except BaseException:
+        args = kwargs = None  # type: ignore[assignment]  # no cycle through the traceback
+        raise
     finally:
         busy.discard(tid)
 
@@ -111,16 +114,23 @@ def _wrap(
     # ``f(*args, **kwargs)`` copies kwargs into a new dict on every call; most calls
     # pass none, so the pass-through paths call ``f(*args)`` then (bench/passthrough.py).
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        recorder = _recorder
-        if recorder is None or _get_running_loop() is None:
-            return original(*args, **kwargs) if kwargs else original(*args)
         try:
-            waits = may_wait(*args, **kwargs) if kwargs else may_wait(*args)
-        except Exception:
-            waits = False  # bad arguments: the original raises its own error
-        if not waits:
-            return original(*args, **kwargs) if kwargs else original(*args)
-        return _blocking_call(recorder, operation, original, args, kwargs)
+            recorder = _recorder
+            if recorder is None or _get_running_loop() is None:
+                return original(*args, **kwargs) if kwargs else original(*args)
+            try:
+                waits = may_wait(*args, **kwargs) if kwargs else may_wait(*args)
+            except Exception:
+                waits = False  # bad arguments: the original raises its own error
+            if not waits:
+                return original(*args, **kwargs) if kwargs else original(*args)
+            return _blocking_call(recorder, operation, original, args, kwargs)
+        except BaseException:
+            # The traceback keeps this frame: holding ``args`` would make a reference
+            # cycle with an exception the object stores (``Future.result``), left to
+            # the garbage collector. The original's own frame clears ``self`` alike.
+            args = kwargs = None  # type: ignore[assignment]
+            raise
 
     return _finish(wrapper, original)
 
