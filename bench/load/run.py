@@ -1,6 +1,6 @@
 """Overhead under load: CPU per request and latency of a Django app served by uvicorn.
 
-    python bench/load/run.py [--rounds N] [--duration S] [--write]
+    python bench/load/run.py [--rounds N] [--windows W] [--duration S] [--write]
 
 A small Django project (``bench/load/loadsite``: an async JSON view, an async ORM view
 over sqlite, an async template view, a sync view; nothing in them blocks) is served by
@@ -10,16 +10,22 @@ sinks); OpenTelemetry's ASGI middleware with the SDK (spans batched to an export
 drops them, metrics aggregated and never collected); both, with loophound's ``otel``
 sink; and the peers: blockbuster, aiodebug, pyleak, ``PYTHONASYNCIODEBUG=1``.
 
-Each run: start the server, check with ``/probe/`` that the variant is what is active
-(and that the others are not), warm up (``--warmup`` s of load, not measured), then
-``wrk -t1 -c20 -d<duration> --latency`` with a Lua script that rotates over the four
-views. The server's CPU time (user + system, every thread, from ``/proc/<pid>/stat``)
-is read before and after wrk; CPU per request = CPU seconds / requests completed. The
-server is pinned to CPU 0 and wrk to CPU 1 when there are two or more. Every variant
-runs once per round, in an order that rotates and reverses from round to round; the
-table gives medians with their min-max spread, and the ratio of the medians to the
-variant's baseline (OTel + loophound against OTel alone, every other variant against
-no tool) with the spread of the per-round ratios.
+Each round starts one server per variant at once (fresh processes, so each round
+samples a new memory layout), checks with ``/probe/`` that each runs its variant and
+only it, warms each up (``--warmup`` s of load, not measured), then measures in
+``--windows`` short windows that take the servers in turn, in an order that rotates
+and reverses from window to window: ``wrk -t1 -c20 -d<duration> --latency`` with a Lua
+script that rotates over the four views, on one server at a time while the others
+idle. The server's CPU time (user + system, every thread, from ``/proc/<pid>/stat``)
+is read before and after each window; a variant's CPU per request in a round is its
+CPU seconds over its windows divided by the requests completed in them. Interleaving
+puts every variant in the same stretch of the machine's time: this shared virtual
+machine's speed drifts by 10 to 30 % over seconds to minutes, which one long run per
+variant cannot tell from a tool's cost. The servers are pinned to CPU 0 and wrk to
+CPU 1 when there are two or more; every server gets ``PYTHONHASHSEED=0``. The table
+gives medians over rounds with their min-max spread, and the ratio of the medians to
+the variant's baseline (OTel + loophound against OTel alone, every other variant
+against no tool) with the spread of the per-round ratios.
 
 Targets: loophound <= 1.03 x no tool, OTel + loophound <= 1.05 x OTel alone, in CPU
 per request, on the main loop (asyncio). Exit status 1 when one is missed, 2 when a
@@ -44,7 +50,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -220,6 +226,8 @@ def start_server(loop: str, variant: str, port: int, db: Path, log: Path, cpu: i
         LOAD_DB=str(db),
         DJANGO_SETTINGS_MODULE="loadsite.settings",
         PYTHONPATH=str(HERE),
+        # One hash seed for all: string hashing then lays out dicts alike in every server.
+        PYTHONHASHSEED="0",
     )
     if variant == "asyncio-debug":
         env["PYTHONASYNCIODEBUG"] = "1"
@@ -350,41 +358,85 @@ def run_wrk(port: int, connections: int, seconds: float, script: Path, cpu: int 
     return {"requests": int(found.group(1)), "seconds": took, **latency}
 
 
-def one_run(loop: str, variant: str, round_: int, args, work: Path) -> Run:
-    port = free_port()
-    log = work / f"{loop}-{variant}-{round_}.log"
+@dataclass
+class Server:
+    variant: str
+    proc: subprocess.Popen
+    port: int
+    log: Path
+    before: dict
+    cpu: float = 0.0
+    requests: int = 0
+    seconds: float = 0.0
+    p50: list[float] = field(default_factory=list)
+    p99: list[float] = field(default_factory=list)
+
+
+def one_round(loop: str, variants: list[str], round_: int, args, work: Path) -> list[Run]:
+    """Start every variant's server, warm each, then measure them in interleaved windows."""
     server_cpu, client_cpu = (0, 1) if args.pin else (None, None)
-    proc = start_server(loop, variant, port, work / "db.sqlite3", log, server_cpu)
+    servers: list[Server] = []
+    started: list[tuple[str, subprocess.Popen, int, Path]] = []
     try:
-        facts = wait_ready(proc, port, log)
-        check_probe(loop, variant, facts)
-        run_wrk(port, args.connections, args.warmup, work / "mix.lua", client_cpu)
-        before_facts = get_json(port, "/probe/")
-        before = cpu_seconds(proc.pid)
-        result = run_wrk(port, args.connections, args.duration, work / "mix.lua", client_cpu)
-        after = cpu_seconds(proc.pid)
-        after_facts = get_json(port, "/probe/")
-    except (OSError, ValueError) as error:  # the server died, or answered nonsense
-        raise RunError(f"{loop}/{variant}: {error!r}:\n{log.read_text()[-2000:]}") from error
+        for variant in variants:
+            port = free_port()
+            log = work / f"{loop}-{variant}-{round_}.log"
+            proc = start_server(loop, variant, port, work / "db.sqlite3", log, server_cpu)
+            started.append((variant, proc, port, log))
+        for variant, proc, port, log in started:
+            try:
+                facts = wait_ready(proc, port, log)
+                check_probe(loop, variant, facts)
+            except (OSError, ValueError) as error:
+                tail = log.read_text()[-2000:]
+                raise RunError(f"{loop}/{variant}: {error!r}:\n{tail}") from error
+            servers.append(Server(variant, proc, port, log, {}))
+        for server in servers:
+            run_wrk(server.port, args.connections, args.warmup, work / "mix.lua", client_cpu)
+            server.before = get_json(server.port, "/probe/")
+        for window in range(args.windows):
+            shift = window % len(servers)
+            order = servers[shift:] + servers[:shift]
+            if window % 2:
+                order.reverse()
+            for server in order:
+                before = cpu_seconds(server.proc.pid)
+                result = run_wrk(
+                    server.port, args.connections, args.duration, work / "mix.lua", client_cpu
+                )
+                server.cpu += cpu_seconds(server.proc.pid) - before
+                server.requests += result["requests"]
+                server.seconds += result["seconds"]
+                server.p50.append(result["50"])
+                server.p99.append(result["99"])
+        afters = [get_json(server.port, "/probe/") for server in servers]
+    except (OSError, ValueError) as error:  # a server died, or answered nonsense
+        raise RunError(f"{loop}: {error!r}") from error
+    else:
+        return [_finish(loop, round_, s, after) for s, after in zip(servers, afters, strict=True)]
     finally:
-        stop_server(proc)
+        for _, proc, _, _ in started:
+            stop_server(proc)
+
+
+def _finish(loop: str, round_: int, server: Server, after: dict) -> Run:
+    before = server.before
     incidents = None
-    if after_facts["loophound"] is not None:
+    if after["loophound"] is not None:
         incidents = (
-            after_facts["loophound"]["stats"]["incidents"]
-            - before_facts["loophound"]["stats"]["incidents"]
+            after["loophound"]["stats"]["incidents"] - before["loophound"]["stats"]["incidents"]
         )
-    output = [line for line in log.read_text().splitlines() if line.strip()]
+    output = [line for line in server.log.read_text().splitlines() if line.strip()]
     probe = {
         "incidents": incidents,
-        "spans": after_facts["spans_exported"] - before_facts["spans_exported"],
+        "spans": after["spans_exported"] - before["spans_exported"],
         "server_output_lines": len(output),
     }
     if output:
         print(f"  server output ({len(output)} lines), first: {output[0]}", flush=True)
     return Run(
-        loop, variant, round_, result["requests"], result["seconds"], after - before,
-        result["50"], result["99"], probe,
+        loop, server.variant, round_, server.requests, server.seconds, server.cpu,
+        statistics.median(server.p50), statistics.median(server.p99), probe,
     )  # fmt: skip
 
 
@@ -423,8 +475,9 @@ def table(loop: str, runs: list[Run]) -> tuple[list[str], dict[str, float]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--duration", type=float, default=10.0, help="measured seconds per run")
-    parser.add_argument("--warmup", type=float, default=3.0, help="unmeasured seconds per run")
+    parser.add_argument("--windows", type=int, default=6, help="measured windows per server")
+    parser.add_argument("--duration", type=int, default=2, help="seconds per window (whole)")
+    parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds per server")
     parser.add_argument("--connections", type=int, default=20)
     parser.add_argument(
         "--loops", default="asyncio,uvloop", help="comma-separated: asyncio, uvloop"
@@ -455,16 +508,10 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for round_ in range(args.rounds):
                 for loop in loops:
-                    order = list(plan[loop])
-                    shift = round_ % len(order)
-                    order = order[shift:] + order[:shift]
-                    if round_ % 2:
-                        order.reverse()
-                    for variant in order:
-                        run = one_run(loop, variant, round_, args, work)
+                    for run in one_round(loop, list(plan[loop]), round_, args, work):
                         runs.append(run)
                         print(
-                            f"round {round_ + 1} {loop:7} {variant:15} {run.rps:7.0f} req/s "
+                            f"round {round_ + 1} {loop:7} {run.variant:15} {run.rps:7.0f} req/s "
                             f"{run.cpu_us:6.0f} us CPU/req  p50 {run.p50:6.2f} ms  "
                             f"p99 {run.p99:6.2f} ms  {run.probe}",
                             flush=True,
@@ -527,20 +574,24 @@ def main(argv: list[str] | None = None) -> int:
                     "ORM view: `acount()` and `async for` over 5 sqlite rows, an async view "
                     "rendering a small template, a sync view; nothing in them blocks) served "
                     "by uvicorn, one process, `--http h11` (httptools is not installed), "
-                    "access log off, one server process per run and variant. Load: "
+                    "access log off, `PYTHONHASHSEED=0`. Each round starts one server per "
+                    "variant at once (fresh processes: each round is a new memory layout), "
+                    f"warms each with {args.warmup:g} s of unmeasured load, then measures "
+                    f"them in {args.windows} windows each that take the servers in turn "
+                    "(the order rotates and reverses from window to window; the servers "
+                    "not in their window idle): "
                     f"`wrk -t1 -c{args.connections} -d{args.duration:g}s --latency` with a "
-                    "Lua script rotating over the four views, after "
-                    f"{args.warmup:g} s of unmeasured load"
-                    + (", server pinned to CPU 0 and wrk to CPU 1" if args.pin else "")
+                    "Lua script rotating over the four views"
+                    + (", servers pinned to CPU 0 and wrk to CPU 1" if args.pin else "")
                     + ". CPU per request: the server process's user + system time (every "
-                    "thread, `/proc/<pid>/stat`) over wrk's run, divided by the requests "
-                    f"wrk completed. {args.rounds} rounds; every variant once per round, in "
-                    "an order that rotates and reverses each round. Medians with the "
-                    "min to max spread; the ratio is of the medians (OTel + loophound against "
-                    "OTel alone, the rest against no tool), with the spread of the "
-                    "per-round ratios. Each run checks that exactly its tool is active "
-                    "(a probe view), and that every response was a 2xx. In the measured "
-                    f"windows loophound reported {incidents} incidents (the app is clean), "
+                    "thread, `/proc/<pid>/stat`) over its windows, divided by the requests "
+                    f"wrk completed in them. {args.rounds} rounds. Medians over rounds with "
+                    "the min to max spread (latency: the median over a round's windows); "
+                    "the ratio is of the medians (OTel + loophound against OTel alone, the "
+                    "rest against no tool), with the spread of the per-round ratios. Each "
+                    "server is checked to run exactly its tool (a probe view), and every "
+                    "response to be a 2xx. In the measured windows loophound reported "
+                    f"{incidents} incidents (the app is clean), "
                     f"{len(noisy)} servers wrote to their output, and the OTel variants "
                     + ("exported spans." if spans == {True} else "did NOT always export spans.")
                 ),
@@ -555,10 +606,15 @@ def main(argv: list[str] | None = None) -> int:
                 *sections,
                 "",
                 (
-                    "This 2-core virtual machine is shared: one run's CPU per request can be "
-                    "10 to 25 % off its neighbours' in the same round, so read the spreads, "
-                    "not only the medians; a ratio is resolved only where its per-round "
-                    "spread stays on one side of the target."
+                    "Why windows: this 2-core virtual machine is shared, and its speed "
+                    "drifts by 10 to 30 % over seconds to minutes. Measured one long run per "
+                    "variant after another (this benchmark's first method), that drift "
+                    "made even a tool that does next to nothing (pyleak's pinger) look 12 % "
+                    "dearer than no tool. Interleaved windows put every variant in the same "
+                    "stretch of time; what remains is each server's own memory layout "
+                    "(a few %, different in every process), hence several rounds. A ratio "
+                    "is resolved only where its per-round spread stays on one side of the "
+                    "target."
                 ),
                 "",
                 "Targets (CPU per request):",
