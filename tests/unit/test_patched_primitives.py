@@ -24,6 +24,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -725,3 +726,36 @@ def test_names_bound_before_install_are_watched_and_restored(tmp_path: Path) -> 
         assert module._sleep is original
     finally:
         del sys.modules[spec.name]
+
+
+_BAD_CALLS = {
+    "Event.wait positional": lambda: threading.Event().wait(1, 2),
+    "Event.wait keyword": lambda: threading.Event().wait(bogus=1),
+    "Condition.wait keyword": lambda: threading.Condition().wait(tmo=1),
+    "Semaphore.acquire positional": lambda: threading.Semaphore().acquire(1, 1, 3),
+    "Thread.join positional": lambda: threading.Thread().join(1, 2),
+    "Future.result positional": lambda: concurrent.futures.Future().result(1, 2),
+    "SimpleQueue.get positional": lambda: queue.SimpleQueue().get(1, 0, 1),
+    "SimpleQueue.get keyword": lambda: queue.SimpleQueue().get(nope=1),
+}
+
+
+def _error_of(call: Any) -> str:
+    try:
+        call()
+    except TypeError as error:
+        return str(error)
+    return "no error"
+
+
+@pytest.mark.parametrize("name", sorted(_BAD_CALLS))
+def test_a_bad_call_raises_the_originals_type_error(name: str) -> None:
+    """A wrapped primitive called with bad arguments raises the original's TypeError text."""
+    expected = _error_of(_BAD_CALLS[name])
+    guard = loophound.install(sinks=(), detectors=("patches",))
+    try:
+        seen = _error_of(_BAD_CALLS[name])
+    finally:
+        guard.uninstall()
+    assert expected != "no error"
+    assert seen == expected

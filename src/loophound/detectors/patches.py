@@ -31,15 +31,20 @@ from loophound.detectors.patch_table import (
     POLLER_FACTORIES,
     PatchSpec,
     _called_by_loop_selector,
+    _condition_wait,
+    _event_wait,
     _fd_blocks,
+    _future_result,
     _get_blocking,
     _lock_acquire,
     _lock_enter,
     _queue_get,
     _queue_put,
     _select,
+    _semaphore_acquire,
     _sleep,
     _socket,
+    _thread_join,
     always_positional,
 )
 from loophound.exceptions import BlockingCallError
@@ -110,6 +115,9 @@ def _wrap(
     dedicated = _DEDICATED.get(may_wait)
     if dedicated is not None:
         return _finish(dedicated(operation, original), original)
+    by_signature = _BY_SIGNATURE.get(may_wait)
+    if by_signature is not None:
+        return _finish(by_signature(operation, original, may_wait), original)
 
     # ``f(*args, **kwargs)`` copies kwargs into a new dict on every call; most calls
     # pass none, so the pass-through paths call ``f(*args)`` then (bench/passthrough.py).
@@ -377,6 +385,51 @@ def _wrap_positional(operation: str, original: Callable[..., Any]) -> Callable[.
     return call
 
 
+def _wrap_timeout(
+    operation: str, original: Callable[..., Any], may_wait: Callable[..., bool]
+) -> Callable[..., Any]:
+    """``obj.method(timeout=None)``: ``Event.wait``, ``Condition.wait``, ``Thread.join``,
+    ``Future.result``/``exception``. Named parameters: no tuple or dict per call."""
+
+    def call(obj: Any, timeout: Any = None) -> Any:
+        try:
+            recorder = _recorder
+            if recorder is None or _get_running_loop() is None:
+                return original(obj, timeout)
+            try:
+                waits = may_wait(obj, timeout)
+            except Exception:
+                waits = False
+            if not waits:
+                return original(obj, timeout)
+            return _blocking_call(recorder, operation, original, (obj, timeout), {})
+        except BaseException:
+            obj = None  # no cycle through the traceback (see ``_wrap``)
+            raise
+
+    return call
+
+
+def _wrap_semaphore_acquire(
+    operation: str, original: Callable[..., Any], may_wait: Callable[..., bool]
+) -> Callable[..., Any]:
+    """``Semaphore.acquire(blocking=True, timeout=None)`` with named parameters."""
+
+    def acquire(sem: Any, blocking: Any = True, timeout: Any = None) -> Any:
+        recorder = _recorder
+        if recorder is None or _get_running_loop() is None:
+            return original(sem, blocking, timeout)
+        try:
+            waits = may_wait(sem, blocking, timeout)
+        except Exception:
+            waits = False
+        if not waits:
+            return original(sem, blocking, timeout)
+        return _blocking_call(recorder, operation, original, (sem, blocking, timeout), {})
+
+    return acquire
+
+
 def _lock_wait(
     recorder: Recorder, operation: str, acquire: Callable[..., Any], lock: Any, timeout: Any
 ) -> Any:
@@ -465,6 +518,22 @@ _DEDICATED: dict[Callable[..., bool], Callable[[str, Callable[..., Any]], Callab
     _lock_acquire: _wrap_lock_acquire,
     _lock_enter: _wrap_lock_enter,
     always_positional: _wrap_positional,
+}
+
+
+#: Wrappers with the primitive's own parameters that still ask the table predicate
+#: (on a loop thread only): off the loop, a pass-through is one frame, no packing.
+#: Python methods only: a bad call's TypeError then reads as the original's
+#: (``update_wrapper`` gives the qualified name); C methods word theirs differently.
+_BY_SIGNATURE: dict[
+    Callable[..., bool],
+    Callable[[str, Callable[..., Any], Callable[..., bool]], Callable[..., Any]],
+] = {
+    _event_wait: _wrap_timeout,
+    _condition_wait: _wrap_timeout,
+    _thread_join: _wrap_timeout,
+    _future_result: _wrap_timeout,
+    _semaphore_acquire: _wrap_semaphore_acquire,
 }
 
 
