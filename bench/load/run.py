@@ -10,22 +10,23 @@ sinks); OpenTelemetry's ASGI middleware with the SDK (spans batched to an export
 drops them, metrics aggregated and never collected); both, with loophound's ``otel``
 sink; and the peers: blockbuster, aiodebug, pyleak, ``PYTHONASYNCIODEBUG=1``.
 
-Each round starts one server per variant at once (fresh processes, so each round
-samples a new memory layout), checks with ``/probe/`` that each runs its variant and
-only it, warms each up (``--warmup`` s of load, not measured), then measures in
-``--windows`` short windows that take the servers in turn, in an order that rotates
-and reverses from window to window: ``wrk -t1 -c20 -d<duration> --latency`` with a Lua
-script that rotates over the four views, on one server at a time while the others
-idle. The server's CPU time (user + system, every thread, from ``/proc/<pid>/stat``)
-is read before and after each window; a variant's CPU per request in a round is its
-CPU seconds over its windows divided by the requests completed in them. Interleaving
-puts every variant in the same stretch of the machine's time: this shared virtual
-machine's speed drifts by 10 to 30 % over seconds to minutes, which one long run per
-variant cannot tell from a tool's cost. The servers are pinned to CPU 0 and wrk to
-CPU 1 when there are two or more; every server gets ``PYTHONHASHSEED=0``. The table
-gives medians over rounds with their min-max spread, and the ratio of the medians to
-the variant's baseline (OTel + loophound against OTel alone, every other variant
-against no tool) with the spread of the per-round ratios.
+Each round starts one server per variant, one after another, and keeps them all
+running (fresh processes, so each round samples a new memory layout), checks with
+``/probe/`` that each runs its variant and only it, warms each up (``--warmup`` s of
+load, not measured), then measures in ``--windows`` short windows that take the
+servers in turn, in an order that rotates and reverses from window to window:
+``wrk -t1 -c20 -d<duration> --latency`` with a Lua script that rotates over the four
+views, on one server at a time while the others idle. The server's CPU time (user +
+system, every thread, from ``/proc/<pid>/stat``) is read before and after each window;
+a variant's CPU per request in a round is its CPU seconds over its windows divided by
+the requests completed in them. Interleaving puts every variant in the same stretch of
+the machine's time: this shared virtual machine's speed drifts by 10 to 30 % over
+seconds to minutes, which one long run per variant cannot tell from a tool's cost. The
+servers are pinned to CPU 0 and wrk to CPU 1 when there are two or more; every server
+gets ``PYTHONHASHSEED=0``. The table gives medians over rounds with their min-max
+spread, and the ratio of the medians to the variant's baseline (OTel + loophound
+against OTel alone, every other variant against no tool) with the spread of the
+per-round ratios.
 
 Targets: loophound <= 1.03 x no tool, OTel + loophound <= 1.05 x OTel alone, in CPU
 per request, on the main loop (asyncio). Exit status 1 when one is missed, 2 when a
@@ -378,12 +379,14 @@ def one_round(loop: str, variants: list[str], round_: int, args, work: Path) -> 
     servers: list[Server] = []
     started: list[tuple[str, subprocess.Popen, int, Path]] = []
     try:
+        # One after another: servers starting together on one CPU would each take
+        # longer than 0.1 s over their first step, which asyncio's debug mode and
+        # aiodebug then log as a slow callback.
         for variant in variants:
             port = free_port()
             log = work / f"{loop}-{variant}-{round_}.log"
             proc = start_server(loop, variant, port, work / "db.sqlite3", log, server_cpu)
             started.append((variant, proc, port, log))
-        for variant, proc, port, log in started:
             try:
                 facts = wait_ready(proc, port, log)
                 check_probe(loop, variant, facts)
@@ -575,7 +578,8 @@ def main(argv: list[str] | None = None) -> int:
                     "rendering a small template, a sync view; nothing in them blocks) served "
                     "by uvicorn, one process, `--http h11` (httptools is not installed), "
                     "access log off, `PYTHONHASHSEED=0`. Each round starts one server per "
-                    "variant at once (fresh processes: each round is a new memory layout), "
+                    "variant and keeps them all running (fresh processes: each round is a "
+                    "new memory layout), "
                     f"warms each with {args.warmup:g} s of unmeasured load, then measures "
                     f"them in {args.windows} windows each that take the servers in turn "
                     "(the order rotates and reverses from window to window; the servers "

@@ -169,7 +169,7 @@ class Guard:
                 self.loop_delays,
                 context_of=tracker.context_of if tracker is not None else None,
                 parking=tracker.parked if tracker is not None else None,
-                step_started=tracker.started if tracker is not None else None,
+                step_started=tracker.started_of if tracker is not None else None,
             )
             recorder.on_loop_change = self._loop_changed
             detectors.append(watchdog)

@@ -239,7 +239,7 @@ class Watchdog:
         delays: LoopDelays,
         context_of: Callable[[int], Any] | None = None,
         parking: dict[int, Callable[[], None]] | None = None,
-        step_started: dict[int, int] | None = None,
+        step_started: Callable[[int], int | None] | None = None,
     ) -> None:
         self.threshold_ns = int(threshold * 1e9)
         self.interval = self.interval_for(threshold)
@@ -623,8 +623,8 @@ class Watchdog:
     def _stall_began_at(self, state: _LoopState, due: int) -> int:
         """Return when the stuck step began: exact where steps are timed, else the last
         on-time tick (the step began after it), so that a span from here covers it."""
-        steps = self._step_started
-        step = steps.get(state.thread_id) if steps is not None else None
+        started_of = self._step_started
+        step = started_of(state.thread_id) if started_of is not None else None
         if step is not None and due - self.threshold_ns - int(self.interval * 1e9) <= step <= due:
             return step
         return due - int(self.interval * 1e9)
