@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import gc
 import sys
 import textwrap
@@ -99,6 +100,18 @@ def test_no_tick_survives_uninstall() -> None:
     assert asyncio.run(main()) == []
 
 
+@contextlib.contextmanager
+def _guarded_without_the_collector(detectors: tuple[str, ...]) -> Iterator[None]:
+    """Run the block under a guard with the cyclic garbage collector off."""
+    guard = loophound.install(sinks=(), detectors=detectors, threshold=10)
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+        guard.uninstall()
+
+
 @pytest.mark.parametrize("detectors", [(), ("callbacks",)], ids=["no-detector", "callbacks"])
 def test_a_cancelled_task_is_freed_without_the_garbage_collector(
     detectors: tuple[str, ...],
@@ -119,22 +132,15 @@ def test_a_cancelled_task_is_freed_without_the_garbage_collector(
         del task
         return ref
 
-    guard = loophound.install(sinks=(), detectors=detectors, threshold=10)
-    gc.disable()
-    try:
+    with _guarded_without_the_collector(detectors):
         ref = asyncio.run(main())
         alive = ref() is not None
-    finally:
-        gc.enable()
-        guard.uninstall()
     assert not alive
 
 
 def test_a_failed_future_result_is_freed_without_the_garbage_collector() -> None:
     """A future whose result() raised through the patch wrapper is freed by refcount."""
-    guard = loophound.install(sinks=(), detectors=("patches",), threshold=10)
-    gc.disable()
-    try:
+    with _guarded_without_the_collector(("patches",)):
         future: concurrent.futures.Future[None] = concurrent.futures.Future()
         future.set_exception(ValueError("failed"))
         with pytest.raises(ValueError, match="failed"):
@@ -142,9 +148,6 @@ def test_a_failed_future_result_is_freed_without_the_garbage_collector() -> None
         ref = weakref.ref(future)
         del future
         alive = ref() is not None
-    finally:
-        gc.enable()
-        guard.uninstall()
     assert not alive
 
 
