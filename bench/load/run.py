@@ -489,6 +489,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-pin", dest="pin", action="store_false")
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args(argv)
+    for name in ("rounds", "windows", "duration", "connections"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name}: {getattr(args, name)!r}; expected a whole number >= 1")
     if shutil.which("wrk") is None:
         parser.error("wrk is not installed (apt-get install wrk)")
     args.pin = args.pin and len(os.sched_getaffinity(0)) >= 2 and shutil.which("taskset")
