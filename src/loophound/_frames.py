@@ -17,7 +17,7 @@ import threading
 from collections.abc import Iterable
 from types import CodeType, FrameType
 
-__all__ = ["FrameKinds", "Walk", "relative_to_import_root"]
+__all__ = ["THREAD_START_CODE", "FrameKinds", "Walk", "relative_to_import_root"]
 
 USER = 0
 LIBRARY = 1  # site-packages: third-party code the user calls
@@ -59,7 +59,8 @@ _MACHINERY_DIRS = (
     _norm(os.path.dirname(concurrent.futures.__file__)),
 )
 #: ``Thread.start`` waits a few microseconds for the new thread: never an incident.
-_MACHINERY_CODES = frozenset({threading.Thread.start.__code__})
+THREAD_START_CODE = threading.Thread.start.__code__
+_MACHINERY_CODES = frozenset({THREAD_START_CODE})
 #: Where the loop runs a callback or steps a task. The frames beyond it started the
 #: loop (``asyncio.run``'s caller): never the culprit, and never an anchor, or every
 #: blocking call of every library task would merge into one incident at that line.

@@ -21,9 +21,14 @@ import textwrap
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import loophound
 from helpers import line_of, loud, run_captured, run_captured_in_thread
+from loophound import _recorder
+
+if TYPE_CHECKING:
+    import pytest
 
 BOUND = 5.0  # upper bound of a wait that is expected to succeed
 SHORT = 0.01
@@ -108,7 +113,34 @@ def test_first_executor_use_in_a_fresh_interpreter_is_clean() -> None:
     assert result == {"lazy": True, "events": []}
 
 
-# --- cannot block ------------------------------------------------------------------
+def test_thread_start_on_the_loop_is_machinery_without_a_stack_walk(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Thread.start on the loop is counted as machinery and never reaches the recorder's walk."""
+    asked: list[str] = []
+    begin = _recorder.Recorder.begin
+
+    def spied(self: Any, operation: str, *args: Any) -> Any:
+        asked.append(operation)
+        return begin(self, operation, *args)
+
+    monkeypatch.setattr(_recorder.Recorder, "begin", spied)
+    started: list[threading.Thread] = []
+
+    async def main() -> None:
+        worker = threading.Thread(target=time.sleep, args=(0,))
+        worker.start()
+        started.append(worker)
+
+    with loophound.capture(sinks=()) as events:
+        asyncio.run(main())
+        guard = loophound.active_guard()
+        assert guard is not None
+        machinery = guard.stats.machinery
+    started[0].join(BOUND)
+    assert list(events) == []
+    assert "threading.Event.wait" not in asked
+    assert machinery >= 1
 
 
 def test_sleep_zero_is_clean() -> None:
