@@ -636,14 +636,14 @@ def main(argv: list[str] | None = None) -> int:
                     "made even a tool that does next to nothing (pyleak's pinger) look 12 % "
                     "dearer than no tool. Interleaved windows put every variant in the same "
                     "stretch of time; what remains is each process's own layout: two "
-                    "no-tool servers of the same round differ by the amount in the noise-"
-                    "floor row. The hash seed is most of it, and it tilts every round that "
-                    "shares a seed the same way: with `PYTHONHASHSEED=0` in every round "
-                    "(this benchmark's second method), loophound measured 1.100 to 1.122 "
-                    "x no tool in four rounds, while ten rounds with seeds 1 to 10 gave "
-                    "1.035 to 1.147 (median 1.060). Hence a seed per round and several "
-                    "rounds. A ratio is resolved only where its per-round spread stays on "
-                    "one side of the target."
+                    "no-tool servers of one round differ by as much as the noise-floor row "
+                    "shows. The hash seed is a large part of it, and one seed for every "
+                    "round tilts every round the same way: in this benchmark's previous "
+                    "run, with `PYTHONHASHSEED=0` for every server, the peers that do next "
+                    "to nothing measured 0.999 to 1.010 x no tool and loophound 1.111 with "
+                    "a per-round spread of only 1.100 to 1.122. Hence a seed per round and "
+                    "eight rounds. A ratio is resolved only where its per-round spread "
+                    "stays on one side of the target."
                 ),
                 "",
                 "Targets (CPU per request):",
