@@ -143,6 +143,9 @@ def test_thread_start_on_the_loop_is_machinery_without_a_stack_walk(
     assert machinery >= 1
 
 
+# --- cannot block ------------------------------------------------------------------
+
+
 def test_sleep_zero_is_clean() -> None:
     """time.sleep(0) only yields the GIL and is no incident."""
 
