@@ -17,7 +17,7 @@ from typing import Any, Self
 
 from loophound._allow import AllowRules
 from loophound._config import Config, resolve_config, validate_allow
-from loophound._context import in_flight
+from loophound._context import allow_blocking, in_flight
 from loophound._dispatch import Dispatcher, Sink, Suppressed
 from loophound._events import Event, RequestRecord
 from loophound._frames import FrameKinds
@@ -291,6 +291,12 @@ class Guard:
             self._uninstall()
 
     def _uninstall(self) -> None:
+        # Called on a loop thread, uninstall waits (the watchdog's thread joins while
+        # the patches are still in place): loophound's own waits are never incidents.
+        with allow_blocking("loophound uninstalls"):
+            self._stop_everything()
+
+    def _stop_everything(self) -> None:
         if self._watchdog is not None:
             self._watchdog.flush()
         self._stop_detectors(self._detectors)

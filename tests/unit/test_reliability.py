@@ -60,6 +60,19 @@ def test_uninstall_inside_a_running_step_does_not_break_the_loop() -> None:
     assert asyncio.run(main()) == "done"
 
 
+def test_uninstall_on_a_running_loop_reports_none_of_loophounds_own_waits() -> None:
+    """Uninstalling on a loop thread (joining the watchdog's thread) is no incident."""
+    events: list[loophound.Event] = []
+
+    async def main() -> None:
+        guard = loophound.install(sinks=(), on_event=events.append)
+        await asyncio.sleep(0.05)  # the watchdog's thread runs and ticks
+        guard.uninstall()
+
+    asyncio.run(main())
+    assert events == []
+
+
 def test_uninstall_from_an_event_callback_leaves_the_process_clean() -> None:
     """A callback that uninstalls the guard does uninstall it; a new guard can be installed."""
     holder: dict[str, loophound.Guard] = {}
