@@ -226,7 +226,14 @@ def pinned(command: list[str], cpu: int | None) -> list[str]:
 
 
 def start_server(
-    loop: str, variant: str, port: int, db: Path, log: Path, cpu: int | None, seed: int
+    loop: str,
+    variant: str,
+    port: int,
+    db: Path,
+    log: Path,
+    cpu: int | None,
+    seed: int,
+    app: str = "loadsite.asgi:application",
 ):
     env = {
         key: value
@@ -249,7 +256,7 @@ def start_server(
         sys.executable,
         "-m",
         "uvicorn",
-        "loadsite.asgi:application",
+        app,
         "--host",
         "127.0.0.1",
         "--port",
