@@ -498,6 +498,23 @@ def table(loop: str, runs: list[Run]) -> tuple[list[str], dict[str, float]]:
     return rows, ratios
 
 
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace, counts: tuple) -> None:
+    """Stop before any server starts on a count below 1 or without wrk; decide pinning."""
+    for name in counts:
+        if getattr(args, name) < 1:
+            parser.error(f"--{name}: {getattr(args, name)!r}; expected a whole number >= 1")
+    if shutil.which("wrk") is None:
+        parser.error("wrk is not installed (apt-get install wrk)")
+    args.pin = args.pin and len(os.sched_getaffinity(0)) >= 2 and shutil.which("taskset")
+
+
+def prepare(work: Path) -> Path:
+    """Write the servers' sqlite database and wrk's script into ``work``; return it."""
+    make_database(work / "db.sqlite3")
+    (work / "mix.lua").write_text(LUA, encoding="utf-8")
+    return work
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=8)
@@ -512,12 +529,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-pin", dest="pin", action="store_false")
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args(argv)
-    for name in ("rounds", "windows", "duration", "connections"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name}: {getattr(args, name)!r}; expected a whole number >= 1")
-    if shutil.which("wrk") is None:
-        parser.error("wrk is not installed (apt-get install wrk)")
-    args.pin = args.pin and len(os.sched_getaffinity(0)) >= 2 and shutil.which("taskset")
+    check_args(parser, args, ("rounds", "windows", "duration", "connections"))
     loops = [name for name in args.loops.split(",") if name]
     only = {name for name in args.variants.split(",") if name}
     if args.write and (only or MAIN_LOOP not in loops):
@@ -531,9 +543,7 @@ def main(argv: list[str] | None = None) -> int:
     began = time.monotonic()
     runs: list[Run] = []
     with tempfile.TemporaryDirectory(prefix="loophound-load-") as tmp:
-        work = Path(tmp)
-        make_database(work / "db.sqlite3")
-        (work / "mix.lua").write_text(LUA, encoding="utf-8")
+        work = prepare(Path(tmp))
         try:
             for round_ in range(args.rounds):
                 for loop in loops:

@@ -29,9 +29,7 @@ OTel alone. Exit status 1 when one is missed, 2 when a run failed.
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
-import shutil
 import signal
 import statistics
 import subprocess
@@ -46,12 +44,12 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 from run import (  # noqa: E402 - run.py's server, wrk and /proc helpers
-    LUA,
     RunError,
+    check_args,
     cpu_seconds,
     free_port,
     get_json,
-    make_database,
+    prepare,
     run_wrk,
     start_server,
     stop_server,
@@ -197,21 +195,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-pin", dest="pin", action="store_false")
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args(argv)
-    for name in ("rounds", "windows", "duration", "warmup", "connections"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name}: {getattr(args, name)!r}; expected a whole number >= 1")
+    check_args(parser, args, ("rounds", "windows", "duration", "warmup", "connections"))
     if args.windows % len(PATTERN):
         parser.error(f"--windows: {args.windows}; expected a multiple of {len(PATTERN)}")
-    if shutil.which("wrk") is None:
-        parser.error("wrk is not installed (apt-get install wrk)")
-    args.pin = args.pin and len(os.sched_getaffinity(0)) >= 2 and shutil.which("taskset")
 
     began = time.monotonic()
     rounds: list[Round] = []
     with tempfile.TemporaryDirectory(prefix="loophound-toggle-") as tmp:
-        work = Path(tmp)
-        make_database(work / "db.sqlite3")
-        (work / "mix.lua").write_text(LUA, encoding="utf-8")
+        work = prepare(Path(tmp))
         try:
             for round_ in range(args.rounds):
                 for done in one_round(round_, args, work):
