@@ -317,7 +317,7 @@ class Recorder:
             return None
         tid = _get_ident()
         tracker = self.tracker
-        step = tracker.step_of(tid) if tracker is not None else 0
+        step = tracker.current_step() if tracker is not None else 0
         anchor = walk.anchor
         if anchor is not None:
             anchors = self._anchors if walk.import_name is None else self._import_anchors

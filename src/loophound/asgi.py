@@ -23,6 +23,7 @@ import os
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
@@ -83,13 +84,14 @@ class _Adapters:
         self.describe: Callable[[object, RequestRecord], None] | None = None
         self.hops: contextvars.ContextVar[Any] | None = None
         self.new_hops: Callable[[], Any] | None = None
+        self._install_hops: Callable[[], bool] | None = None
         if "django" in sys.modules:
             self.routes = importlib.import_module("loophound.django").route_resolver()
         if "asgiref.sync" in sys.modules:
             thread_hops = importlib.import_module("loophound.thread_hops")
-            if thread_hops.install():
-                self.hops = thread_hops.hops_var
-                self.new_hops = thread_hops.ThreadHops
+            self.hops = thread_hops.hops_var
+            self.new_hops = thread_hops.ThreadHops
+            self._install_hops = thread_hops.install
         if importlib.util.find_spec("opentelemetry") is not None:
             try:
                 otel = importlib.import_module("loophound.otel_context")
@@ -99,6 +101,25 @@ class _Adapters:
                 self.span_ids = otel.current_span_ids
                 self.request_span = otel.recording_span
                 self.describe = otel.describe_request
+
+    def hops_ready(self) -> bool:
+        """Patch asgiref the first time a request's hops are wanted; False if it cannot be.
+
+        Not at load: the patch makes every ``sync_to_async`` call bind through a Python
+        descriptor, a cost for nothing while no sink and no span takes the hops.
+        """
+        install = self._install_hops
+        if install is None:
+            return self.hops is not None
+        self._install_hops = None
+        try:
+            with allow_blocking("loophound patches asgiref"):
+                ready = install()
+        except Exception:
+            ready = False
+        if not ready:
+            self.hops = self.new_hops = None
+        return ready
 
 
 class LoophoundMiddleware:
@@ -121,6 +142,8 @@ class LoophoundMiddleware:
         #: The process the guard was installed or joined in: a forked worker joins anew.
         self._pid = 0
         self._adapters: _Adapters | None = None
+        #: (loop, pid, its ``in_flight`` set) of the latest request (``_in_flight_here``).
+        self._loop_cache: tuple[weakref.ref[asyncio.AbstractEventLoop], int, set[str]] | None = None
 
     @property
     def guard(self) -> Guard | None:
@@ -161,7 +184,7 @@ class LoophoundMiddleware:
         adapters = self._ensure_installed()
         request = self._describe(scope, adapters)
         request_id = request["id"]
-        waiting = in_flight.setdefault(id(asyncio.get_running_loop()), set())
+        waiting = self._in_flight_here()
         waiting.add(request_id)
         token = request_var.set(request)
         span = None
@@ -175,7 +198,12 @@ class LoophoundMiddleware:
         # Timing hops costs every request CPU: only when a sink or the span takes them.
         records = hops_var is not None and self._records_wanted()
         described = span is not None and adapters.describe is not None
-        if hops_var is not None and adapters.new_hops is not None and (records or described):
+        if (
+            hops_var is not None
+            and adapters.new_hops is not None
+            and (records or described)
+            and adapters.hops_ready()
+        ):
             hops = adapters.new_hops()
             hops_token = hops_var.set(hops)
         started_at = time.time_ns()
@@ -191,6 +219,25 @@ class LoophoundMiddleware:
             if hops is not None and hops.count:
                 took = time.perf_counter() - began
                 self._record(request, started_at, took, hops, span if described else None, records)
+
+    def _in_flight_here(self) -> set[str]:
+        """Return the set of request ids in flight on the running loop (``in_flight``).
+
+        Kept for the loop the last request ran on: ``id()`` raises an audit event (a
+        call into every audit hook, loophound's too), and servers run one loop.
+        """
+        loop = asyncio.get_running_loop()
+        # One tuple, read and written whole: loops in other threads share the middleware.
+        cached = self._loop_cache
+        if cached is not None and cached[0]() is loop and cached[1] == self._pid:
+            return cached[2]
+        waiting = in_flight.setdefault(id(loop), set())
+        try:
+            # A weak reference: the middleware must not keep an ended loop alive.
+            self._loop_cache = (weakref.ref(loop), self._pid, waiting)
+        except TypeError:  # a loop that cannot be weakly referenced: looked up each time
+            pass
+        return waiting
 
     def _records_wanted(self) -> bool:
         """Whether a sink takes request records now (the jsonl file, DEBUG logging)."""

@@ -6,6 +6,7 @@ so that neither the core nor the middleware imports OpenTelemetry.
 
 from __future__ import annotations
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from loophound._events import RequestRecord
@@ -13,11 +14,15 @@ from loophound._events import RequestRecord
 __all__ = ["current_span_ids", "describe_request", "recording_span"]
 
 _get_current_span = trace.get_current_span
+_get_current_context = otel_context.get_current
 
 
 def current_span_ids() -> tuple[str, str] | None:
     """Return ``(trace_id, span_id)`` in W3C hex of the active span, if one is recording."""
-    context = _get_current_span().get_span_context()
+    current = _get_current_context()
+    if not current:  # no span, no baggage: the common case without instrumentation
+        return None
+    context = _get_current_span(current).get_span_context()
     if not context.is_valid:
         return None
     return format(context.trace_id, "032x"), format(context.span_id, "016x")

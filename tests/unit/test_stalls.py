@@ -288,3 +288,61 @@ def test_an_idle_asyncio_loop_rests_its_tick_and_still_catches_the_next_stall() 
     assert ticks[0] <= 3  # a ticking loop would have ticked about 20 times
     assert event.culprit is not None
     assert event.culprit.lineno == line_of("# spin-line", __file__)
+
+
+def test_a_loop_run_in_two_threads_in_turn_merges_each_runs_call_with_its_step() -> None:
+    """A loop run in one thread, then in another: each run's time.sleep is one merged incident."""
+    loop = asyncio.new_event_loop()
+
+    async def main() -> None:
+        await asyncio.sleep(0.05)
+        time.sleep(0.15)  # moved-line
+
+    def run_once() -> None:
+        loop.run_until_complete(main())
+
+    try:
+        with loophound.capture(sinks=(), threshold=0.1) as events:
+            for name in ("first-thread", "second-thread"):
+                worker = threading.Thread(target=run_once, name=name)
+                worker.start()
+                worker.join(30)
+                assert not worker.is_alive()
+    finally:
+        loop.close()
+    found = loud(list(events))
+    assert [e.thread_name for e in found] == ["first-thread", "second-thread"]
+    for event in found:
+        assert event.operation == "time.sleep"
+        assert event.culprit is not None
+        assert event.culprit.lineno == line_of("# moved-line", __file__)
+        assert "callbacks" in event.detectors
+
+
+class _LoopWithoutAttributes(asyncio.SelectorEventLoop):
+    """An asyncio loop that refuses new attributes, as a loop with ``__slots__`` would."""
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name.startswith("_loophound"):
+            raise AttributeError(name)
+        super().__setattr__(name, value)
+
+
+def test_a_loop_that_refuses_attributes_still_runs_and_reports_its_stalls() -> None:
+    """A loop that refuses loophound's step attribute runs as usual; its CPU stall is reported."""
+
+    async def main() -> int:
+        await asyncio.sleep(0.05)
+        spin(0.3)
+        return 7
+
+    loop = _LoopWithoutAttributes()
+    try:
+        with loophound.capture(sinks=(), threshold=0.1) as events:
+            assert loop.run_until_complete(main()) == 7
+    finally:
+        loop.close()
+    event = only(loud(list(events)))
+    assert event.culprit is not None
+    assert event.culprit.lineno == line_of("# spin-line", __file__)
+    assert "callbacks" in event.detectors

@@ -2,7 +2,7 @@
 
 Wraps ``asyncio.events.Handle._run``, through which every callback and task step of
 an asyncio loop runs (uvloop runs its own handles: the watchdog covers it). The
-wrapper remembers the running handle per thread, so the recorder and the watchdog
+wrapper remembers the running handle on its loop, so the recorder and the watchdog
 can tell which step and which task a blocking call or a stall belongs to, and reports
 each step that took longer than the threshold or that made a blocking call.
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio.events
 import threading
 import time
+from asyncio.events import _get_running_loop
 from collections.abc import Callable
 from typing import Any
 
@@ -62,43 +63,64 @@ class StepRecord:
 
 
 class _Step:
-    """The step one loop thread runs: written by the step wrapper, read by the others."""
+    """The step one loop runs: written by the step wrapper, read by the others."""
 
     __slots__ = ("handle", "started")
 
     def __init__(self) -> None:
         self.handle: Any = None
-        #: When (perf_counter ns) the thread's latest step began; 0 before the first.
+        #: When (perf_counter ns) the loop's latest step began; 0 before the first.
         self.started = 0
 
 
+#: The attribute of a loop that holds its ``_Step``. On the loop itself: the step
+#: wrapper reaches it from the handle (``handle._loop``) with two attribute reads, where
+#: a table by thread would cost a thread id and a dictionary lookup on every step.
+STEP_ATTRIBUTE = "_loophound_step"
+
+
+def _step_of_loop(loop: object) -> _Step | None:
+    step = getattr(loop, STEP_ATTRIBUTE, None)
+    return step if isinstance(step, _Step) else None
+
+
+def _new_step(handle: Any) -> _Step:
+    """Give the handle's loop its step (its first step under loophound)."""
+    step = _Step()
+    try:
+        setattr(handle._loop, STEP_ATTRIBUTE, step)
+    except (AttributeError, TypeError):
+        pass  # a loop without attributes: its steps are timed, not tracked
+    return step
+
+
 class StepTracker:
-    """Shared by the recorder and the watchdog: the handle each loop thread runs now."""
+    """Shared by the recorder and the watchdog: the handle each loop runs now."""
 
     def __init__(self) -> None:
-        #: thread id -> that thread's step. Kept once made (thread ids are reused), so
-        #: that a step costs attribute writes, not dictionary inserts and deletes.
-        self.steps: dict[int, _Step] = {}
         #: ids of running handles during which a blocking call was recorded
         self.marked: set[int] = set()
         #: thread id -> unpark callable of a loop whose watchdog tick rests while idle
         self.parked: dict[int, Any] = {}
 
-    def step_of(self, thread_id: int) -> int:
-        """Return the id of the handle running on ``thread_id`` (0 outside steps)."""
-        step = self.steps.get(thread_id)
+    @staticmethod
+    def current_step() -> int:
+        """Return the id of the handle running on this thread's loop (0 outside steps)."""
+        step = _step_of_loop(_get_running_loop())
         handle = None if step is None else step.handle
         return 0 if handle is None else id(handle)
 
-    def context_of(self, thread_id: int) -> Any:
-        """Return the contextvars context of the step running on ``thread_id``."""
-        step = self.steps.get(thread_id)
+    @staticmethod
+    def context_of(loop: object) -> Any:
+        """Return the contextvars context of the step ``loop`` runs now."""
+        step = _step_of_loop(loop)
         handle = None if step is None else step.handle
         return None if handle is None else getattr(handle, "_context", None)
 
-    def started_of(self, thread_id: int) -> int | None:
-        """Return when the latest step on ``thread_id`` began (perf_counter ns)."""
-        step = self.steps.get(thread_id)
+    @staticmethod
+    def started_of(loop: object) -> int | None:
+        """Return when the latest step of ``loop`` began (perf_counter ns)."""
+        step = _step_of_loop(loop)
         return step.started if step is not None and step.started else None
 
 
@@ -121,24 +143,23 @@ class CallbacksDetector:
         """Wrap ``Handle._run`` (TimerHandle inherits it)."""
         original = asyncio.events.Handle._run
         threshold = self._threshold_ns
-        steps = self._tracker.steps
         marked = self._tracker.marked
         parked = self._tracker.parked
         emit = self._emit
         epoch_offset = _time_ns() - _perf_ns()
 
         def _run(handle: Any) -> None:
-            tid = _get_ident()
             if parked:
-                unpark = parked.pop(tid, None)
+                unpark = parked.pop(_get_ident(), None)
                 if unpark is not None:
                     try:
                         unpark()
                     except Exception:  # noqa: S110 - never let loophound break a loop step
                         pass
-            step = steps.get(tid)
-            if step is None:
-                step = steps[tid] = _Step()
+            try:
+                step = handle._loop._loophound_step
+            except AttributeError:
+                step = _new_step(handle)
             outer = step.handle  # a step run inside a step (a nested loop) is put back
             step.handle = handle
             start = step.started = _perf_ns()
@@ -149,26 +170,28 @@ class CallbacksDetector:
                 step.handle = outer
                 # id() raises an audit event (a call into every audit hook): only when
                 # the step is slow or some step made a blocking call.
-                key = id(handle) if took >= threshold or marked else 0
-                if key and (took >= threshold or key in marked):
-                    marked.discard(key)
-                    try:
-                        on_step_end = self.on_step_end
-                        if on_step_end is not None:
-                            on_step_end(tid)
-                        emit(
-                            StepRecord(
-                                tid,
-                                key,
-                                start + epoch_offset,
-                                took,
-                                took >= threshold,
-                                handle._callback,
-                                handle._context,
+                if took >= threshold or marked:
+                    key = id(handle)
+                    if took >= threshold or key in marked:
+                        marked.discard(key)
+                        try:
+                            tid = _get_ident()
+                            on_step_end = self.on_step_end
+                            if on_step_end is not None:
+                                on_step_end(tid)
+                            emit(
+                                StepRecord(
+                                    tid,
+                                    key,
+                                    start + epoch_offset,
+                                    took,
+                                    took >= threshold,
+                                    handle._callback,
+                                    handle._context,
+                                )
                             )
-                        )
-                    except Exception:  # noqa: S110 - never let loophound break a loop step
-                        pass
+                        except Exception:  # noqa: S110 - never let loophound break a loop step
+                            pass
                 # As Handle._run does: a traceback made in this step (a cancelled
                 # future's) links this frame through f_back, and the handle leads back
                 # to that traceback. Holding it would leave a reference cycle of the
@@ -186,5 +209,5 @@ class CallbacksDetector:
         if self._original is not None:
             asyncio.events.Handle._run = self._original  # type: ignore[method-assign,assignment]
             self._original = None
-        # ``steps`` is left alone: wrappers still running put their own handles back.
+        # The loops' steps are left alone: wrappers still running put their handles back.
         self._tracker.marked.clear()

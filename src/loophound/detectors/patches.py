@@ -26,6 +26,7 @@ from loophound._frames import THREAD_START_CODE
 from loophound._recorder import RawIncident, Recorder
 from loophound.detectors import builtin_types
 from loophound.detectors.patch_table import (
+    _PENDING_STATES,
     _STD_STREAMS,
     LOCK_WAIT_FLOOR,
     PATCHES,
@@ -418,24 +419,53 @@ def _wrap_timeout(
     return call
 
 
-def _wrap_semaphore_acquire(
-    operation: str, original: Callable[..., Any], may_wait: Callable[..., bool]
-) -> Callable[..., Any]:
-    """``Semaphore.acquire(blocking=True, timeout=None)`` with named parameters."""
+def _wrap_semaphore_acquire(operation: str, original: Callable[..., Any]) -> Callable[..., Any]:
+    """``Semaphore.acquire(blocking=True, timeout=None)``: ``_semaphore_acquire`` inline.
+
+    Named parameters, and the check before the loop lookup: a semaphore with a free
+    slot (Django's executor takes one per thread hop) passes through without a call.
+    """
 
     def acquire(sem: Any, blocking: Any = True, timeout: Any = None) -> Any:
+        try:
+            waits = blocking and (timeout is None or timeout > 0) and sem._value <= 0
+        except Exception:
+            waits = False  # bad arguments: the original raises its own error
+        if not waits:
+            return original(sem, blocking, timeout)
         recorder = _recorder
         if recorder is None or _get_running_loop() is None:
-            return original(sem, blocking, timeout)
-        try:
-            waits = may_wait(sem, blocking, timeout)
-        except Exception:
-            waits = False
-        if not waits:
             return original(sem, blocking, timeout)
         return _blocking_call(recorder, operation, original, (sem, blocking, timeout), {})
 
     return acquire
+
+
+def _wrap_future_result(operation: str, original: Callable[..., Any]) -> Callable[..., Any]:
+    """``Future.result``/``exception``: ``_future_result`` inline, before the loop lookup.
+
+    asyncio copies every finished executor future's outcome with ``result()`` on the
+    loop thread (about 15 times a request under Django): a done future passes through
+    with no call but the original's.
+    """
+
+    def call(future: Any, timeout: Any = None) -> Any:
+        try:
+            try:
+                waits = future._state in _PENDING_STATES and (timeout is None or timeout > 0)
+            except Exception:
+                waits = False  # bad arguments: the original raises its own error
+            if not waits:
+                return original(future, timeout)
+            recorder = _recorder
+            if recorder is None or _get_running_loop() is None:
+                return original(future, timeout)
+            return _blocking_call(recorder, operation, original, (future, timeout), {})
+        except BaseException:
+            future = None  # no cycle through the traceback (see ``_wrap``)
+            raise
+
+    return call
 
 
 def _lock_wait(
@@ -526,6 +556,8 @@ _DEDICATED: dict[Callable[..., bool], Callable[[str, Callable[..., Any]], Callab
     _lock_acquire: _wrap_lock_acquire,
     _lock_enter: _wrap_lock_enter,
     always_positional: _wrap_positional,
+    _semaphore_acquire: _wrap_semaphore_acquire,
+    _future_result: _wrap_future_result,
 }
 
 
@@ -540,8 +572,6 @@ _BY_SIGNATURE: dict[
     _event_wait: _wrap_timeout,
     _condition_wait: _wrap_timeout,
     _thread_join: _wrap_timeout,
-    _future_result: _wrap_timeout,
-    _semaphore_acquire: _wrap_semaphore_acquire,
 }
 
 

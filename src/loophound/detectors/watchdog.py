@@ -237,9 +237,9 @@ class Watchdog:
         kinds: FrameKinds,
         max_frames: int,
         delays: LoopDelays,
-        context_of: Callable[[int], Any] | None = None,
+        context_of: Callable[[object], Any] | None = None,
         parking: dict[int, Callable[[], None]] | None = None,
-        step_started: Callable[[int], int | None] | None = None,
+        step_started: Callable[[object], int | None] | None = None,
     ) -> None:
         self.threshold_ns = int(threshold * 1e9)
         self.interval = self.interval_for(threshold)
@@ -252,7 +252,7 @@ class Watchdog:
         #: thread id -> unpark, for loops whose tick is parked while they idle; the
         #: callbacks detector calls it at the loop's next step (asyncio loops only).
         self._parking = parking
-        #: thread id -> start of the running step (perf ns), where steps are timed.
+        #: loop -> start of its running step (perf ns), where steps are timed.
         self._step_started = step_started
         self._states: dict[int, _LoopState] = {}
         #: When each loop thread's loop stopped (perf ns): its last step ended then.
@@ -593,7 +593,7 @@ class Watchdog:
         if get_context is not None:
             context = get_context()
         if context is None and self._context_of is not None:
-            context = self._context_of(state.thread_id)
+            context = self._context_of(state.loop)
         state.stall_context = context
         state.stall_request = request_in(context)
         state.stall_span = span_in(context)
@@ -624,7 +624,7 @@ class Watchdog:
         """Return when the stuck step began: exact where steps are timed, else the last
         on-time tick (the step began after it), so that a span from here covers it."""
         started_of = self._step_started
-        step = started_of(state.thread_id) if started_of is not None else None
+        step = started_of(state.loop) if started_of is not None else None
         if step is not None and due - self.threshold_ns - int(self.interval * 1e9) <= step <= due:
             return step
         return due - int(self.interval * 1e9)
