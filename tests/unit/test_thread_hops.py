@@ -395,3 +395,26 @@ def test_hops_are_timed_only_when_a_sink_takes_requests(
         middleware.guard.uninstall()
     assert len(seen) == 1
     assert (seen[0] is not None) is timed
+
+
+def test_asgiref_stays_unpatched_until_a_request_wants_its_hops(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """SyncToAsync keeps asgiref's own thread_handler until a sink first takes request records."""
+    original = vars(SyncToAsync)["thread_handler"]
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await sync_to_async(time.sleep)(0)
+        await respond(send)
+
+    caplog.set_level(logging.INFO, logger="loophound")
+    middleware = LoophoundMiddleware(app, sinks=("logging",))
+    try:
+        asyncio.run(call(middleware, "/quiet/"))
+        assert vars(SyncToAsync)["thread_handler"] is original
+        caplog.set_level(logging.DEBUG, logger="loophound")
+        asyncio.run(call(middleware, "/recorded/"))
+        assert vars(SyncToAsync)["thread_handler"] is not original
+    finally:
+        assert middleware.guard is not None
+        middleware.guard.uninstall()
