@@ -633,7 +633,8 @@ def main(argv: list[str] | None = None) -> int:
                     "server is checked to run exactly its tool (a probe view), and every "
                     "response to be a 2xx. In the measured windows loophound reported "
                     f"{incidents} incidents (the app is clean), "
-                    f"{len(noisy)} servers wrote to their output, and the OTel variants "
+                    f"{len(noisy)} server{'' if len(noisy) == 1 else 's'} wrote to their "
+                    "output, and the OTel variants "
                     + ("exported spans." if spans == {True} else "did NOT always export spans.")
                 ),
                 "",
