@@ -102,24 +102,25 @@ class _Adapters:
                 self.request_span = otel.recording_span
                 self.describe = otel.describe_request
 
-    def hops_ready(self) -> bool:
-        """Patch asgiref the first time a request's hops are wanted; False if it cannot be.
+    def hops_factory(self) -> Callable[[], Any] | None:
+        """Return what makes a request's hops, patching asgiref the first time it is asked.
 
         Not at load: the patch makes every ``sync_to_async`` call bind through a Python
-        descriptor, a cost for nothing while no sink and no span takes the hops.
+        descriptor, a cost for nothing while no sink and no span takes the hops. None
+        when asgiref cannot be patched. Read once by the caller: another thread may be
+        installing right now (its hops are then counted from the next request on).
         """
         install = self._install_hops
-        if install is None:
-            return self.hops is not None
-        self._install_hops = None
-        try:
-            with allow_blocking("loophound patches asgiref"):
-                ready = install()
-        except Exception:
-            ready = False
-        if not ready:
-            self.hops = self.new_hops = None
-        return ready
+        if install is not None:
+            self._install_hops = None
+            try:
+                with allow_blocking("loophound patches asgiref"):
+                    ready = install()
+            except Exception:
+                ready = False
+            if not ready:
+                self.hops = self.new_hops = None
+        return self.new_hops
 
 
 class LoophoundMiddleware:
@@ -198,13 +199,11 @@ class LoophoundMiddleware:
         # Timing hops costs every request CPU: only when a sink or the span takes them.
         records = hops_var is not None and self._records_wanted()
         described = span is not None and adapters.describe is not None
-        if (
-            hops_var is not None
-            and adapters.new_hops is not None
-            and (records or described)
-            and adapters.hops_ready()
-        ):
-            hops = adapters.new_hops()
+        new_hops = (
+            adapters.hops_factory() if hops_var is not None and (records or described) else None
+        )
+        if new_hops is not None and hops_var is not None:
+            hops = new_hops()
             hops_token = hops_var.set(hops)
         started_at = time.time_ns()
         began = time.perf_counter()

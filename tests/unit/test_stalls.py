@@ -342,7 +342,36 @@ def test_a_loop_that_refuses_attributes_still_runs_and_reports_its_stalls() -> N
             assert loop.run_until_complete(main()) == 7
     finally:
         loop.close()
+    assert not hasattr(loop, "_loophound_step")  # the record was refused
     event = only(loud(list(events)))
     assert event.culprit is not None
     assert event.culprit.lineno == line_of("# spin-line", __file__)
     assert "callbacks" in event.detectors
+
+
+def test_a_guard_installed_inside_another_guards_step_keeps_no_stale_mark() -> None:
+    """A guard installed in a step the old guard's wrapper times marks no step it cannot clear."""
+    marks: list[set[int]] = []
+
+    async def main() -> None:
+        await asyncio.sleep(0)
+        old = loophound.active_guard()
+        assert old is not None
+        old.uninstall()
+        new = loophound.install(sinks=(), threshold=0.1)
+        try:
+            time.sleep(0.01)  # a blocking call in the step the old guard's wrapper runs
+            await asyncio.sleep(0.05)
+            tracker = new._recorder.tracker if new._recorder is not None else None
+            assert tracker is not None
+            marks.append(set(tracker.marked))
+        finally:
+            new.uninstall()
+
+    first = loophound.install(sinks=(), threshold=0.1)
+    try:
+        asyncio.run(main())
+    finally:
+        if first.installed:
+            first.uninstall()
+    assert marks == [set()]

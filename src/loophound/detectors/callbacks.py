@@ -65,12 +65,15 @@ class StepRecord:
 class _Step:
     """The step one loop runs: written by the step wrapper, read by the others."""
 
-    __slots__ = ("handle", "started")
+    __slots__ = ("handle", "owner", "started")
 
-    def __init__(self) -> None:
+    def __init__(self, owner: StepTracker) -> None:
         self.handle: Any = None
         #: When (perf_counter ns) the loop's latest step began; 0 before the first.
         self.started = 0
+        #: The tracker of the guard whose step wrapper made this record: a guard
+        #: installed in the middle of another's step must not mark that step.
+        self.owner = owner
 
 
 #: The attribute of a loop that holds its ``_Step``. On the loop itself: the step
@@ -80,22 +83,30 @@ STEP_ATTRIBUTE = "_loophound_step"
 
 
 def _step_of_loop(loop: object) -> _Step | None:
-    step = getattr(loop, STEP_ATTRIBUTE, None)
+    try:
+        step = getattr(loop, STEP_ATTRIBUTE, None)
+    except Exception:  # a loop whose attribute lookup misbehaves
+        return None
     return step if isinstance(step, _Step) else None
 
 
-def _new_step(handle: Any) -> _Step:
-    """Give the handle's loop its step (its first step under loophound)."""
-    step = _Step()
+def _new_step(handle: Any, owner: StepTracker) -> _Step:
+    """Give the handle's loop a step record of ``owner`` (its first step under it)."""
+    step = _Step(owner)
     try:
         setattr(handle._loop, STEP_ATTRIBUTE, step)
-    except (AttributeError, TypeError):
-        pass  # a loop without attributes: its steps are timed, not tracked
+    except Exception:  # noqa: S110 - a loop without attributes: steps timed, not tracked
+        pass
     return step
 
 
 class StepTracker:
-    """Shared by the recorder and the watchdog: the handle each loop runs now."""
+    """Shared by the recorder and the watchdog: what each loop's step wrapper saw.
+
+    The step records live on the loops (``STEP_ATTRIBUTE``), written by the step
+    wrapper of whichever guard is installed; ``current_step`` counts only this
+    tracker's own.
+    """
 
     def __init__(self) -> None:
         #: ids of running handles during which a blocking call was recorded
@@ -103,11 +114,14 @@ class StepTracker:
         #: thread id -> unpark callable of a loop whose watchdog tick rests while idle
         self.parked: dict[int, Any] = {}
 
-    @staticmethod
-    def current_step() -> int:
-        """Return the id of the handle running on this thread's loop (0 outside steps)."""
+    def current_step(self) -> int:
+        """Return the id of the handle this tracker's wrapper runs on this thread's loop.
+
+        0 outside steps, and in a step another guard's wrapper runs (its end would
+        never clear this tracker's mark).
+        """
         step = _step_of_loop(_get_running_loop())
-        handle = None if step is None else step.handle
+        handle = None if step is None or step.owner is not self else step.handle
         return 0 if handle is None else id(handle)
 
     @staticmethod
@@ -143,8 +157,9 @@ class CallbacksDetector:
         """Wrap ``Handle._run`` (TimerHandle inherits it)."""
         original = asyncio.events.Handle._run
         threshold = self._threshold_ns
-        marked = self._tracker.marked
-        parked = self._tracker.parked
+        tracker = self._tracker
+        marked = tracker.marked
+        parked = tracker.parked
         emit = self._emit
         epoch_offset = _time_ns() - _perf_ns()
 
@@ -157,10 +172,12 @@ class CallbacksDetector:
                     except Exception:  # noqa: S110 - never let loophound break a loop step
                         pass
             try:
-                step = handle._loop._loophound_step
-            except AttributeError:
-                step = _new_step(handle)
-            outer = step.handle  # a step run inside a step (a nested loop) is put back
+                step = handle._loop._loophound_step  # STEP_ATTRIBUTE, read as fast as it goes
+                if step.owner is not tracker:  # another guard's, or a stranger's attribute
+                    step = _new_step(handle, tracker)
+            except Exception:
+                step = _new_step(handle, tracker)
+            outer = step.handle  # a step run inside a step (a re-entered loop) is put back
             step.handle = handle
             start = step.started = _perf_ns()
             try:

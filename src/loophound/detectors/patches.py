@@ -422,8 +422,9 @@ def _wrap_timeout(
 def _wrap_semaphore_acquire(operation: str, original: Callable[..., Any]) -> Callable[..., Any]:
     """``Semaphore.acquire(blocking=True, timeout=None)``: ``_semaphore_acquire`` inline.
 
-    Named parameters, and the check before the loop lookup: a semaphore with a free
-    slot (Django's executor takes one per thread hop) passes through without a call.
+    Named parameters, and the check before the loop lookup: a call that cannot wait
+    (a free slot, or ``timeout=0`` as ``ThreadPoolExecutor`` asks on every submit)
+    passes through without a call.
     """
 
     def acquire(sem: Any, blocking: Any = True, timeout: Any = None) -> Any:
