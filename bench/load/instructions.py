@@ -7,7 +7,7 @@ machine its single runs spread by 10 to 35 %, more than the 3 % it judges. This 
 counts the instructions the process executes (``valgrind --tool=cachegrind``, every
 thread), which do not depend on what else the machine does. Some work still follows
 the clock (the watchdog's tick every 30 ms, when a collection of garbage falls): at
-200 requests two runs of the same code differed by up to 0.5 %, at 800 by under 0.05 %,
+200 requests two runs of the same code differed by up to 0.5 %, at 800 by about 0.1 %,
 hence 800 by default. Each configuration serves the load site's four
 views in process (``_inprocess.py``, no server, no sockets) twice, ``--warmup``
 requests and ``--warmup`` + ``--requests``; the difference divided by ``--requests``

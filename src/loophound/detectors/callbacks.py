@@ -65,15 +65,12 @@ class StepRecord:
 class _Step:
     """The step one loop runs: written by the step wrapper, read by the others."""
 
-    __slots__ = ("handle", "owner", "started")
+    __slots__ = ("handle", "started")
 
-    def __init__(self, owner: StepTracker) -> None:
+    def __init__(self) -> None:
         self.handle: Any = None
         #: When (perf_counter ns) the loop's latest step began; 0 before the first.
         self.started = 0
-        #: The tracker of the guard whose step wrapper made this record: a guard
-        #: installed in the middle of another's step must not mark that step.
-        self.owner = owner
 
 
 #: The attribute of a loop that holds its ``_Step``. On the loop itself: the step
@@ -90,9 +87,9 @@ def _step_of_loop(loop: object) -> _Step | None:
     return step if isinstance(step, _Step) else None
 
 
-def _new_step(handle: Any, owner: StepTracker) -> _Step:
-    """Give the handle's loop a step record of ``owner`` (its first step under it)."""
-    step = _Step(owner)
+def _new_step(handle: Any) -> _Step:
+    """Give the handle's loop its step record (its first step under loophound)."""
+    step = _Step()
     try:
         setattr(handle._loop, STEP_ATTRIBUTE, step)
     except Exception:  # noqa: S110 - a loop without attributes: steps timed, not tracked
@@ -104,8 +101,8 @@ class StepTracker:
     """Shared by the recorder and the watchdog: what each loop's step wrapper saw.
 
     The step records live on the loops (``STEP_ATTRIBUTE``), written by the step
-    wrapper of whichever guard is installed; ``current_step`` counts only this
-    tracker's own.
+    wrapper of whichever guard is installed; ``current_step`` counts only the steps
+    that began under this tracker's own wrapper.
     """
 
     def __init__(self) -> None:
@@ -113,15 +110,20 @@ class StepTracker:
         self.marked: set[int] = set()
         #: thread id -> unpark callable of a loop whose watchdog tick rests while idle
         self.parked: dict[int, Any] = {}
+        #: When (perf_counter ns) this tracker's step wrapper was installed.
+        self.since = 1 << 62
 
     def current_step(self) -> int:
-        """Return the id of the handle this tracker's wrapper runs on this thread's loop.
+        """Return the id of the handle running on this thread's loop (0 outside steps).
 
-        0 outside steps, and in a step another guard's wrapper runs (its end would
-        never clear this tracker's mark).
+        Also 0 in a step that began before this tracker's wrapper was installed (a
+        guard installed in the middle of another's step): that step's end is seen
+        by the other guard's wrapper, never this tracker's, so it must not be marked.
         """
         step = _step_of_loop(_get_running_loop())
-        handle = None if step is None or step.owner is not self else step.handle
+        if step is None or step.started < self.since:
+            return 0
+        handle = step.handle
         return 0 if handle is None else id(handle)
 
     @staticmethod
@@ -173,10 +175,8 @@ class CallbacksDetector:
                         pass
             try:
                 step = handle._loop._loophound_step  # STEP_ATTRIBUTE, read as fast as it goes
-                if step.owner is not tracker:  # another guard's, or a stranger's attribute
-                    step = _new_step(handle, tracker)
             except Exception:
-                step = _new_step(handle, tracker)
+                step = _new_step(handle)
             outer = step.handle  # a step run inside a step (a re-entered loop) is put back
             step.handle = handle
             start = step.started = _perf_ns()
@@ -219,6 +219,7 @@ class CallbacksDetector:
 
         _run.__wrapped__ = original  # type: ignore[attr-defined]
         self._original = original
+        tracker.since = _perf_ns()  # every step that begins from here on is this wrapper's
         asyncio.events.Handle._run = _run  # type: ignore[method-assign,assignment]
 
     def uninstall(self) -> None:
